@@ -1,0 +1,34 @@
+# Two entry points (see README): `make demo` and `make check`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo check lint typecheck typing-suite test clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+demo: $(BIN)/.installed
+	$(BIN)/python -m durable_jobs.demo
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check src tests typing_tests benchmarks
+	$(BIN)/ruff format --check src tests typing_tests benchmarks
+
+typecheck: $(BIN)/.installed
+	$(BIN)/mypy --strict src
+	$(BIN)/pyright src
+
+typing-suite: $(BIN)/.installed
+	$(BIN)/pytest typing_tests -q -p no:randomly
+
+test: $(BIN)/.installed
+	$(BIN)/pytest tests -q
+
+check: lint typecheck typing-suite test
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""durable-jobs: strictly typed durable background jobs."""

@@ -1,0 +1,1 @@
+"""Job definitions: one module per kind."""

@@ -1,0 +1,1 @@
+"""The engine, its worker, the one execution runner and the per-kind handlers."""
