@@ -2,6 +2,7 @@
 
 import abc
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
@@ -38,7 +39,5 @@ class SystemClock(Clock):
     async def sleep_until(self, when: datetime | None, wake: asyncio.Event) -> None:
         """Sleep until `when` or until `wake` is set."""
         timeout = None if when is None else max(0.0, (when - self.now()).total_seconds())
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wake.wait(), timeout)
-        except TimeoutError:
-            pass

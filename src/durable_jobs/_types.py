@@ -1,7 +1,9 @@
 """Shared type aliases."""
 
-from typing import TypeAlias
+from typing_extensions import TypeAliasType
 
 
-JsonValue: TypeAlias = "str | int | float | bool | None | list[JsonValue] | dict[str, JsonValue]"
+JsonValue = TypeAliasType(
+    "JsonValue", "str | int | float | bool | None | list[JsonValue] | dict[str, JsonValue]"
+)
 """A value that survives `json.dumps`/`json.loads` unchanged: what storage holds."""

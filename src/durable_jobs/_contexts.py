@@ -1,0 +1,531 @@
+"""
+The contexts handed to user callbacks.
+
+Each context is a thin view over a private `Scope` that the engine owns for one execution:
+state changes, schedule requests and termination are recorded there and only take effect
+when the runner commits the outcome. The type parameters are documented per class; `R`
+(the dependencies) defaults to `object`, so `DebounceExecuteContext[Batch]` is valid.
+"""
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Generic, Literal, NoReturn, TypeAlias
+
+import attrs
+from typing_extensions import TypeVar
+
+from ._duration import DurationInput, to_timedelta
+
+
+I = TypeVar("I", covariant=True)
+S = TypeVar("S")
+R = TypeVar("R", covariant=True, default=object)
+
+FlushReason: TypeAlias = Literal["flush_after", "max_events", "manual"]
+"""Why a debounce batch is being flushed."""
+
+FailureReason: TypeAlias = Literal["no_retry", "not_retryable", "max_attempts", "max_duration"]
+"""Why a failure is final: no `retry` set, `should_retry` said no, attempts or time ran out."""
+
+IdleReason: TypeAlias = Literal["on_event", "execute", "on_error"]
+"""Which callback left a task without an alarm."""
+
+
+class TerminateSignal(BaseException):
+    """
+    Raised by `ctx.terminate()`; the engine catches it and purges the instance.
+
+    It derives from `BaseException` so that a user's `except Exception:` cannot swallow it.
+    """
+
+    def __init__(self, reason: str | None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@attrs.frozen(kw_only=True)
+class ExecutionInfo:
+    """Who and when: the immutable facts of one execution (engine-internal)."""
+
+    job_name: str
+    id: str
+    instance_id: str
+    attempt: int
+    now: datetime
+
+
+class StateCell(Generic[S]):
+    """
+    The state as user code sees and changes it during one execution (engine-internal).
+
+    Type parameters:
+        S: the type of the value held (a job's `S`, or `S | None` where SPEC says so).
+    """
+
+    __slots__ = ("changed", "value")
+
+    def __init__(self, value: S) -> None:
+        self.value = value
+        self.changed = False
+
+    def set(self, value: S) -> None:
+        """Replace the value; the engine commits it only if the execution succeeds."""
+        self.value = value
+        self.changed = True
+
+
+class ScheduleCell:
+    """A task's alarm as user code leaves it during one execution (engine-internal)."""
+
+    __slots__ = ("at", "changed")
+
+    def __init__(self, at: datetime | None) -> None:
+        self.at = at
+        self.changed = False
+
+    def set(self, at: datetime | None) -> None:
+        """Request an alarm at `at` (None cancels it)."""
+        self.at = at
+        self.changed = True
+
+
+class _BaseContext(Generic[R]):
+    """
+    What every context exposes.
+
+    Type parameters:
+        R: the type of `deps` (the job's requirements).
+    """
+
+    __slots__ = ("_deps", "_info")
+
+    def __init__(self, info: ExecutionInfo, deps: R) -> None:
+        self._info = info
+        self._deps = deps
+
+    @property
+    def job_name(self) -> str:
+        """The job's name."""
+        return self._info.job_name
+
+    @property
+    def id(self) -> str:
+        """The user's id of this instance (as passed to the client)."""
+        return self._info.id
+
+    @property
+    def instance_id(self) -> str:
+        """A globally unique name of this instance: `kind:job:id`."""
+        return self._info.instance_id
+
+    @property
+    def deps(self) -> R:
+        """The engine's dependencies, typed by the job's requirement `R`."""
+        return self._deps
+
+    @property
+    def attempt(self) -> int:
+        """The number of this attempt: 1 on the first try, 2 on the first retry, ..."""
+        return self._info.attempt
+
+    @property
+    def is_retry(self) -> bool:
+        """Whether this is a retry (`attempt > 1`)."""
+        return self._info.attempt > 1
+
+    @property
+    def now(self) -> datetime:
+        """The engine clock's time when this execution started (timezone-aware)."""
+        return self._info.now
+
+
+def _terminate(reason: str | None) -> NoReturn:
+    raise TerminateSignal(reason)
+
+
+class ContinuousContext(_BaseContext[R], Generic[S, R]):
+    """
+    The context of a `Continuous` job's `execute`.
+
+    Type parameters:
+        S: the job's state (always present for a running continuous job).
+        R: the type of `deps`.
+    """
+
+    __slots__ = ("_run_count", "_state")
+
+    def __init__(self, info: ExecutionInfo, deps: R, state: StateCell[S], run_count: int) -> None:
+        super().__init__(info, deps)
+        self._state = state
+        self._run_count = run_count
+
+    @property
+    def state(self) -> S:
+        """The current state, including changes made earlier in this execution."""
+        return self._state.value
+
+    def set_state(self, state: S) -> None:
+        """Replace the state; committed only if this execution succeeds."""
+        self._state.set(state)
+
+    def update_state(self, fn: Callable[[S], S]) -> None:
+        """Replace the state with `fn(state)`."""
+        self._state.set(fn(self._state.value))
+
+    @property
+    def run_count(self) -> int:
+        """Which run this is (1-indexed); retries of one run share its number."""
+        return self._run_count
+
+    def terminate(self, reason: str | None = None) -> NoReturn:
+        """Stop the job for good: purge state and alarm; no retry, no `on_error`."""
+        _terminate(reason)
+
+
+class DebounceEventContext(_BaseContext[R], Generic[I, S, R]):
+    """
+    The context of a `Debounce` job's `on_event` (the fold of one event into the batch).
+
+    Type parameters:
+        I: the event type.
+        S: the batch state; `state` is None for the first event of a batch.
+        R: the type of `deps`.
+    """
+
+    __slots__ = ("_event", "_event_count", "_state")
+
+    def __init__(
+        self, info: ExecutionInfo, deps: R, event: I, state: S | None, event_count: int
+    ) -> None:
+        super().__init__(info, deps)
+        self._event = event
+        self._state = state
+        self._event_count = event_count
+
+    @property
+    def event(self) -> I:
+        """The event being added."""
+        return self._event
+
+    @property
+    def state(self) -> S | None:
+        """The batch so far, or None for the first event of a batch."""
+        return self._state
+
+    @property
+    def event_count(self) -> int:
+        """How many events the batch holds, counting this one."""
+        return self._event_count
+
+
+class DebounceExecuteContext(_BaseContext[R], Generic[S, R]):
+    """
+    The context of a `Debounce` job's `execute` (a flush).
+
+    Type parameters:
+        S: the batch state (always present during a flush).
+        R: the type of `deps`.
+    """
+
+    __slots__ = ("_event_count", "_flush_reason", "_started_at", "_state")
+
+    def __init__(
+        self,
+        info: ExecutionInfo,
+        deps: R,
+        state: S,
+        event_count: int,
+        flush_reason: FlushReason,
+        started_at: datetime,
+    ) -> None:
+        super().__init__(info, deps)
+        self._state = state
+        self._event_count = event_count
+        self._flush_reason: FlushReason = flush_reason
+        self._started_at = started_at
+
+    @property
+    def state(self) -> S:
+        """The batch being flushed."""
+        return self._state
+
+    @property
+    def event_count(self) -> int:
+        """How many events the batch holds."""
+        return self._event_count
+
+    @property
+    def flush_reason(self) -> FlushReason:
+        """Why this flush happens: the window elapsed, `max_events` was reached, or manual."""
+        return self._flush_reason
+
+    @property
+    def started_at(self) -> datetime:
+        """When the first event of the batch arrived."""
+        return self._started_at
+
+    def terminate(self, reason: str | None = None) -> NoReturn:
+        """Drop the batch: purge state and alarm; no retry, no `on_error`."""
+        _terminate(reason)
+
+
+class _TaskContext(_BaseContext[R], Generic[S, R]):
+    """State and alarm control shared by the task contexts."""
+
+    __slots__ = ("_schedule", "_state")
+
+    def __init__(
+        self, info: ExecutionInfo, deps: R, state: StateCell[S | None], schedule: ScheduleCell
+    ) -> None:
+        super().__init__(info, deps)
+        self._state = state
+        self._schedule = schedule
+
+    @property
+    def state(self) -> S | None:
+        """The task's state, or None before anything set it."""
+        return self._state.value
+
+    def set_state(self, state: S) -> None:
+        """Replace the state; committed when the callback completes."""
+        self._state.set(state)
+
+    def update_state(self, fn: Callable[[S | None], S]) -> None:
+        """Replace the state with `fn(state)`."""
+        self._state.set(fn(self._state.value))
+
+    def schedule(self, when: DurationInput | datetime) -> datetime:
+        """
+        Set the task's one alarm: a duration from now, or an aware `datetime`.
+
+        Replaces any earlier alarm; returns the alarm time. A raw epoch number is never a
+        time: numbers are durations in seconds.
+        """
+        at = _alarm_time(when, self._info.now)
+        self._schedule.set(at)
+        return at
+
+    def cancel_schedule(self) -> None:
+        """Clear the task's alarm."""
+        self._schedule.set(None)
+
+    @property
+    def scheduled_at(self) -> datetime | None:
+        """The alarm as it stands now in this callback, or None."""
+        return self._schedule.at
+
+    def terminate(self, reason: str | None = None) -> NoReturn:
+        """End the task: purge state and alarm."""
+        _terminate(reason)
+
+
+class TaskEventContext(_TaskContext[S, R], Generic[I, S, R]):
+    """
+    The context of a `Task` job's `on_event`.
+
+    Type parameters:
+        I: the event type.
+        S: the task's state (`state` is `S | None`).
+        R: the type of `deps`.
+    """
+
+    __slots__ = ("_event", "_event_count")
+
+    def __init__(
+        self,
+        info: ExecutionInfo,
+        deps: R,
+        state: StateCell[S | None],
+        schedule: ScheduleCell,
+        event: I,
+        event_count: int,
+    ) -> None:
+        super().__init__(info, deps, state, schedule)
+        self._event = event
+        self._event_count = event_count
+
+    @property
+    def event(self) -> I:
+        """The event sent."""
+        return self._event
+
+    @property
+    def event_count(self) -> int:
+        """How many events this task has received, counting this one."""
+        return self._event_count
+
+
+class TaskExecuteContext(_TaskContext[S, R], Generic[S, R]):
+    """
+    The context of a `Task` job's `execute` (its alarm fired, or `trigger`).
+
+    Type parameters:
+        S: the task's state (`state` is `S | None`).
+        R: the type of `deps`.
+    """
+
+    __slots__ = ("_execute_count",)
+
+    def __init__(
+        self,
+        info: ExecutionInfo,
+        deps: R,
+        state: StateCell[S | None],
+        schedule: ScheduleCell,
+        execute_count: int,
+    ) -> None:
+        super().__init__(info, deps, state, schedule)
+        self._execute_count = execute_count
+
+    @property
+    def execute_count(self) -> int:
+        """How many times `execute` has run for this task, counting this run."""
+        return self._execute_count
+
+
+class TaskIdleContext(_TaskContext[S, R], Generic[S, R]):
+    """
+    The context of a `Task` job's `on_idle` (no alarm is set after a callback).
+
+    Type parameters:
+        S: the task's state (`state` is `S | None`).
+        R: the type of `deps`.
+    """
+
+    __slots__ = ("_idle_reason",)
+
+    def __init__(
+        self,
+        info: ExecutionInfo,
+        deps: R,
+        state: StateCell[S | None],
+        schedule: ScheduleCell,
+        idle_reason: IdleReason,
+    ) -> None:
+        super().__init__(info, deps, state, schedule)
+        self._idle_reason: IdleReason = idle_reason
+
+    @property
+    def idle_reason(self) -> IdleReason:
+        """Which callback left the task without an alarm."""
+        return self._idle_reason
+
+
+class WorkerPoolContext(_BaseContext[R], Generic[I, R]):
+    """
+    The context of a `WorkerPool` job's `execute` (one event).
+
+    Type parameters:
+        I: the event type.
+        R: the type of `deps`.
+    """
+
+    __slots__ = ("_event", "_event_id", "_partition", "_partition_key", "_priority")
+
+    def __init__(
+        self,
+        info: ExecutionInfo,
+        deps: R,
+        event: I,
+        event_id: str,
+        partition: int,
+        partition_key: str | None,
+        priority: int,
+    ) -> None:
+        super().__init__(info, deps)
+        self._event = event
+        self._event_id = event_id
+        self._partition = partition
+        self._partition_key = partition_key
+        self._priority = priority
+
+    @property
+    def event(self) -> I:
+        """The event being processed."""
+        return self._event
+
+    @property
+    def event_id(self) -> str:
+        """The event's id (given to `enqueue`, or generated)."""
+        return self._event_id
+
+    @property
+    def partition(self) -> int:
+        """The index of the pool instance processing this event (0 .. concurrency-1)."""
+        return self._partition
+
+    @property
+    def partition_key(self) -> str | None:
+        """The partition key given to `enqueue`, if any."""
+        return self._partition_key
+
+    @property
+    def priority(self) -> int:
+        """The event's priority (higher runs first within a partition)."""
+        return self._priority
+
+
+class ErrorContext(_BaseContext[R], Generic[S, R]):
+    """
+    The context of `on_error(e, ctx)`: a failure is final.
+
+    Type parameters:
+        S: the state the failed execution saw: a Debounce's batch, a Continuous job's state,
+            a Task's `S | None`; for a WorkerPool, the event that failed.
+        R: the type of `deps`.
+    """
+
+    __slots__ = ("_attempts", "_reason", "_reschedule", "_state")
+
+    def __init__(
+        self,
+        info: ExecutionInfo,
+        deps: R,
+        state: S,
+        attempts: int,
+        reason: FailureReason,
+        reschedule: ScheduleCell,
+    ) -> None:
+        super().__init__(info, deps)
+        self._state = state
+        self._attempts = attempts
+        self._reason: FailureReason = reason
+        self._reschedule = reschedule
+
+    @property
+    def state(self) -> S:
+        """The state the failed execution saw (its own changes are discarded)."""
+        return self._state
+
+    @property
+    def attempts(self) -> int:
+        """How many attempts were made."""
+        return self._attempts
+
+    @property
+    def reason(self) -> FailureReason:
+        """Why the failure is final."""
+        return self._reason
+
+    def reschedule(self, delay: DurationInput) -> datetime:
+        """
+        Try again after `delay` instead of giving up (the state is kept).
+
+        Returns the new alarm time; the next run starts a fresh retry sequence.
+        """
+        at = _alarm_time(delay, self._info.now)
+        self._reschedule.set(at)
+        return at
+
+    def terminate(self, reason: str | None = None) -> NoReturn:
+        """Purge the instance now (no dead-letter record)."""
+        _terminate(reason)
+
+
+def _alarm_time(when: DurationInput | datetime, now: datetime) -> datetime:
+    if isinstance(when, datetime):
+        if when.tzinfo is None:
+            msg = f"schedule: naive datetime {when!r}; pass an aware datetime or a duration"
+            raise ValueError(msg)
+        return when
+    return now + to_timedelta(when, field="schedule")

@@ -1,0 +1,103 @@
+"""`Debounce`: coalesce events per id into a batch, flushed once."""
+
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Generic, Never
+
+import attrs
+from typing_extensions import TypeVar
+
+from .._contexts import DebounceEventContext, DebounceExecuteContext, ErrorContext
+from .._errors import InvalidDefinitionError
+from .._result import Result
+from .._retry import Retry
+from .._runtime._debounce import DebounceHandler
+from .._runtime._services import RegisteredJob, Services
+from .._storage._interface import JobKind
+from . import _validators as check
+from ._base import JobDefinition, check_name
+
+
+I = TypeVar("I")
+S = TypeVar("S", default=I)
+E = TypeVar("E", default=Never)
+R = TypeVar("R", contravariant=True, default=object)
+
+
+def _max_events(
+    _instance: object, _attribute: "attrs.Attribute[int | None]", value: int | None
+) -> None:
+    if value is not None:
+        check.positive_int("max_events", value)
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class Debounce(JobDefinition[R], Generic[I, S, E, R]):
+    """
+    A debounced job: events per id are folded into a batch that `execute` flushes once.
+
+    The first event of a batch sets the flush alarm at `now + flush_after`; later events do
+    not move it; reaching `max_events` flushes at once. Without `on_event` the batch is the
+    latest event (`S` is `I`).
+
+    Type parameters:
+        I: the event type (`event=`), validated on `add`.
+        S: the batch state (`state=`); defaults to `I` when there is no `on_event`.
+        E: the error type `execute` can return in `Err`; reaches `retry.should_retry`,
+            a retry-after `delay` and `on_error` unchanged. `Never` when it cannot fail.
+        R: the dependencies the callbacks need through `ctx.deps`.
+    """
+
+    name: str = attrs.field(validator=check_name)
+    event: type[I] = attrs.field(validator=check.is_class)
+    state: type[S] | None = attrs.field(default=None, validator=check.is_optional_class)
+    flush_after: timedelta = attrs.field(converter=check.flush_after)
+    max_events: int | None = attrs.field(default=None, validator=_max_events)
+    on_event: Callable[[DebounceEventContext[I, S, R]], S] | None = attrs.field(
+        default=None, validator=check.is_optional_callable
+    )
+    execute: Callable[[DebounceExecuteContext[S, R]], Result[None, E] | Awaitable[Result[None, E]]]
+    retry: Retry[E] | None = attrs.field(default=None, validator=check.is_optional_retry)
+    on_error: Callable[[E, ErrorContext[S, R]], None | Awaitable[None]] | None = attrs.field(
+        default=None, validator=check.is_optional_callable
+    )
+    _state_class: type[S] = attrs.field(init=False)
+    _fold: Callable[[DebounceEventContext[I, S, R]], S] = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        check.require_callable("execute", self.execute)
+        if self.on_event is None and self.state is not None and self.state is not self.event:
+            msg = (
+                "state: without on_event the batch is the latest event, so state must be "
+                f"omitted or be the event class; got state={self.state!r}, event={self.event!r}"
+            )
+            raise InvalidDefinitionError(msg)
+        # Without on_event, S is I (the class's PEP 696 default): the state class is the
+        # event class and the fold keeps the latest event. No checker can relate S to I
+        # inside the class, so these two derived fields are set untyped, once, here.
+        object.__setattr__(self, "_state_class", self.state or self.event)
+        object.__setattr__(self, "_fold", self.on_event or _keep_latest)
+
+    @property
+    def kind(self) -> JobKind:
+        """Always `JobKind.DEBOUNCE`."""
+        return JobKind.DEBOUNCE
+
+    @property
+    def state_class(self) -> type[S]:
+        """The runtime class of the batch state (the event class without `on_event`)."""
+        return self._state_class
+
+    def fold(self, context: DebounceEventContext[I, S, R]) -> S:
+        """Fold one event into the batch (`on_event`, or keep the latest event)."""
+        return self._fold(context)
+
+    def register_with(self, deps: R, services: Services) -> RegisteredJob:
+        handler = DebounceHandler(self, deps, services)
+        return RegisteredJob(
+            name=self.name, kind=JobKind.DEBOUNCE, definition=self, on_alarm=handler.on_alarm
+        )
+
+
+def _keep_latest(context: DebounceEventContext[object, object, object]) -> object:
+    return context.event

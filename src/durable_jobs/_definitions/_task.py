@@ -1,0 +1,67 @@
+"""`Task`: a user-driven state machine with one alarm."""
+
+from collections.abc import Awaitable, Callable
+from typing import Generic, Never
+
+import attrs
+from typing_extensions import TypeVar
+
+from .._contexts import ErrorContext, TaskEventContext, TaskExecuteContext, TaskIdleContext
+from .._result import Result
+from .._retry import Retry
+from .._runtime._services import RegisteredJob, Services
+from .._runtime._task import TaskHandler
+from .._storage._interface import JobKind
+from . import _validators as check
+from ._base import JobDefinition, check_name
+
+
+I = TypeVar("I")
+S = TypeVar("S")
+E = TypeVar("E", default=Never)
+R = TypeVar("R", contravariant=True, default=object)
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class Task(JobDefinition[R], Generic[I, S, E, R]):
+    """
+    A task: `send(id, event)` runs `on_event`; `execute` runs when the task's alarm fires.
+
+    Both can change the state, `schedule(...)` or `cancel_schedule()` the one alarm, or
+    `terminate()`. Whenever a callback leaves no alarm set, `on_idle` runs.
+
+    Type parameters:
+        I: the event type (`event=`), validated on `send`.
+        S: the task's state (`state=`); contexts see `S | None` before it is first set.
+        E: the error type `execute` can return in `Err`; reaches `retry.should_retry`,
+            a retry-after `delay` and `on_error` unchanged. `Never` when it cannot fail.
+        R: the dependencies the callbacks need through `ctx.deps`.
+    """
+
+    name: str = attrs.field(validator=check_name)
+    event: type[I] = attrs.field(validator=check.is_class)
+    state: type[S] = attrs.field(validator=check.is_class)
+    on_event: Callable[[TaskEventContext[I, S, R]], None | Awaitable[None]] = attrs.field(
+        validator=check.is_callable
+    )
+    execute: Callable[[TaskExecuteContext[S, R]], Result[None, E] | Awaitable[Result[None, E]]] = (
+        attrs.field(validator=check.is_callable)
+    )
+    on_idle: Callable[[TaskIdleContext[S, R]], None | Awaitable[None]] | None = attrs.field(
+        default=None, validator=check.is_optional_callable
+    )
+    retry: Retry[E] | None = attrs.field(default=None, validator=check.is_optional_retry)
+    on_error: Callable[[E, ErrorContext[S | None, R]], None | Awaitable[None]] | None = attrs.field(
+        default=None, validator=check.is_optional_callable
+    )
+
+    @property
+    def kind(self) -> JobKind:
+        """Always `JobKind.TASK`."""
+        return JobKind.TASK
+
+    def register_with(self, deps: R, services: Services) -> RegisteredJob:
+        handler = TaskHandler(self, deps, services)
+        return RegisteredJob(
+            name=self.name, kind=JobKind.TASK, definition=self, on_alarm=handler.on_alarm
+        )

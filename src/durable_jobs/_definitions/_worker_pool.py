@@ -1,0 +1,67 @@
+"""`WorkerPool`: a durable queue processed by N instances, one event at a time each."""
+
+from collections.abc import Awaitable, Callable
+from typing import Generic, Never
+
+import attrs
+from typing_extensions import TypeVar
+
+from .._contexts import ErrorContext, WorkerPoolContext
+from .._result import Result
+from .._retry import Retry
+from .._runtime._services import RegisteredJob, Services
+from .._runtime._worker_pool import WorkerPoolHandler
+from .._storage._interface import JobKind
+from . import _validators as check
+from ._base import JobDefinition, check_name
+
+
+I = TypeVar("I")
+S = TypeVar("S", default=None)
+E = TypeVar("E", default=Never)
+R = TypeVar("R", contravariant=True, default=object)
+
+
+def _concurrency(_instance: object, _attribute: "attrs.Attribute[int]", value: int) -> None:
+    check.positive_int("concurrency", value)
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class WorkerPool(JobDefinition[R], Generic[I, S, E, R]):
+    """
+    A durable queue: `concurrency` instances each process their FIFO queue one event at a time.
+
+    `enqueue` routes round-robin, or by `partition_key` (a stable hash: one key, one instance,
+    FIFO per key); a higher `priority` runs first within an instance. A final failure of one
+    event goes to `on_error` (whose `ctx.state` is that event) or to a dead-letter record, and
+    the instance moves on.
+
+    Type parameters:
+        I: the event type (`event=`), validated on `enqueue`.
+        S: always None (a pool keeps no state).
+        E: the error type `execute` can return in `Err`; reaches `retry.should_retry`,
+            a retry-after `delay` and `on_error` unchanged. `Never` when it cannot fail.
+        R: the dependencies the callbacks need through `ctx.deps`.
+    """
+
+    name: str = attrs.field(validator=check_name)
+    event: type[I] = attrs.field(validator=check.is_class)
+    concurrency: int = attrs.field(validator=_concurrency)
+    execute: Callable[[WorkerPoolContext[I, R]], Result[None, E] | Awaitable[Result[None, E]]] = (
+        attrs.field(validator=check.is_callable)
+    )
+    retry: Retry[E] | None = attrs.field(default=None, validator=check.is_optional_retry)
+    on_error: Callable[[E, ErrorContext[I, R]], None | Awaitable[None]] | None = attrs.field(
+        default=None, validator=check.is_optional_callable
+    )
+
+    @property
+    def kind(self) -> JobKind:
+        """Always `JobKind.WORKER_POOL`."""
+        return JobKind.WORKER_POOL
+
+    def register_with(self, deps: R, services: Services) -> RegisteredJob:
+        handler = WorkerPoolHandler(self, deps, services)
+        return RegisteredJob(
+            name=self.name, kind=JobKind.WORKER_POOL, definition=self, on_alarm=handler.on_alarm
+        )

@@ -1,0 +1,63 @@
+"""
+The errors durable-jobs raises, as one tree::
+
+    DurableJobsError                 base of everything below
+    ├── InvalidDefinitionError       bad definition arguments (also a ValueError)
+    ├── DuplicateJobError            two jobs with one name in an Engine (also a ValueError)
+    ├── JobNotFoundError             a definition not registered with this engine (LookupError)
+    ├── InstanceNotFoundError        an instance that does not exist (LookupError)
+    ├── ValidationError              data from outside does not fit its type (ValueError);
+    │                                `path` names the failing field
+    ├── StorageError                 the storage backend failed or holds unreadable data
+    └── ExecutionError               user code raised where no retry is possible
+                                     (a Task's `on_event`, a Debounce's `on_event`)
+
+Errors of *your* jobs are not exceptions of this tree: `execute` returns `Err(e)` with
+your own type `E`, which reaches `should_retry` and `on_error` unchanged.
+"""
+
+
+class DurableJobsError(Exception):
+    """Base of every error raised by durable-jobs."""
+
+
+class InvalidDefinitionError(DurableJobsError, ValueError):
+    """A definition, schedule, duration or retry policy got a bad argument (names the field)."""
+
+
+class DuplicateJobError(DurableJobsError, ValueError):
+    """Two jobs registered with one engine share a name."""
+
+
+class JobNotFoundError(DurableJobsError, LookupError):
+    """A definition that is not registered with this engine was used with its client."""
+
+
+class InstanceNotFoundError(DurableJobsError, LookupError):
+    """An operation needed an instance that does not exist."""
+
+
+class ValidationError(DurableJobsError, ValueError):
+    """Data from outside (JSON, CLI arguments, stored state) does not fit its declared type."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        """Where the data failed, e.g. `event.emails[0]`."""
+        self.message = message
+        """What is wrong there."""
+
+
+class StorageError(DurableJobsError):
+    """The storage backend failed, or holds data this version cannot read."""
+
+
+class ExecutionError(DurableJobsError):
+    """User code raised where the engine cannot retry it; nothing was stored."""
+
+    def __init__(self, message: str, *, job: str, id: str) -> None:
+        super().__init__(message)
+        self.job = job
+        """The job's name."""
+        self.id = id
+        """The instance id."""

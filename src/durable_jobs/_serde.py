@@ -1,0 +1,63 @@
+"""The one private cattrs converter: state, events and metadata to JSON and back."""
+
+import json
+from datetime import datetime, timedelta
+from typing import TypeVar
+
+import cattrs
+from cattrs.errors import BaseValidationError
+from cattrs.v import transform_error
+
+from ._errors import ValidationError
+from ._types import JsonValue
+
+
+T = TypeVar("T")
+
+_converter = cattrs.Converter()
+_converter.register_unstructure_hook(datetime, lambda value: value.isoformat())
+_converter.register_structure_hook(datetime, lambda value, _: _datetime(value))
+_converter.register_unstructure_hook(timedelta, lambda value: value.total_seconds())
+_converter.register_structure_hook(timedelta, lambda value, _: timedelta(seconds=float(value)))
+
+
+def _datetime(value: object) -> datetime:
+    if not isinstance(value, str):
+        msg = f"expected an ISO 8601 string, got {value!r}"
+        raise TypeError(msg)
+    return datetime.fromisoformat(value)
+
+
+def encode(value: object) -> JsonValue:
+    """A JSON value representing `value` (attrs classes, primitives, containers, datetimes)."""
+    encoded: JsonValue = _converter.unstructure(value)
+    return encoded
+
+
+def decode(data: JsonValue, cls: type[T]) -> T:
+    """Rebuild a `cls` from `data`; `ValidationError` names the failing field path."""
+    try:
+        return _converter.structure(data, cls)
+    except BaseValidationError as error:
+        messages: list[str] = transform_error(error, path="$")
+        first = messages[0] if messages else str(error)
+        message, _, path = first.partition(" @ ")
+        raise ValidationError(path or "$", message) from error
+    except (TypeError, ValueError, KeyError, AttributeError) as error:
+        raise ValidationError(
+            "$", f"cannot read {data!r} as {cls.__qualname__}: {error}"
+        ) from error
+
+
+def encode_json_text(value: object) -> str:
+    """`value` as JSON text."""
+    return json.dumps(encode(value), separators=(",", ":"), sort_keys=True)
+
+
+def decode_json_text(text: str | bytes, cls: type[T]) -> T:
+    """Parse JSON text and rebuild a `cls`; bad JSON is a `ValidationError` at `$`."""
+    try:
+        data: JsonValue = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValidationError("$", f"invalid JSON: {error}") from error
+    return decode(data, cls)
