@@ -21,6 +21,41 @@ _converter.register_unstructure_hook(timedelta, lambda value: value.total_second
 _converter.register_structure_hook(timedelta, lambda value, _: timedelta(seconds=float(value)))
 
 
+def _strict_str(value: object, _: object) -> str:
+    if not isinstance(value, str):
+        msg = f"expected a string, got {value!r}"
+        raise TypeError(msg)
+    return value
+
+
+def _strict_int(value: object, _: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        msg = f"expected an integer, got {value!r}"
+        raise TypeError(msg)
+    return value
+
+
+def _strict_float(value: object, _: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        msg = f"expected a number, got {value!r}"
+        raise TypeError(msg)
+    return float(value)
+
+
+def _strict_bool(value: object, _: object) -> bool:
+    if not isinstance(value, bool):
+        msg = f"expected true or false, got {value!r}"
+        raise TypeError(msg)
+    return value
+
+
+# no silent coercion of data from outside: "5" is not an int, 5 is not a str
+_converter.register_structure_hook(str, _strict_str)
+_converter.register_structure_hook(int, _strict_int)
+_converter.register_structure_hook(float, _strict_float)
+_converter.register_structure_hook(bool, _strict_bool)
+
+
 def _datetime(value: object) -> datetime:
     if not isinstance(value, str):
         msg = f"expected an ISO 8601 string, got {value!r}"
