@@ -23,7 +23,7 @@ typecheck: $(BIN)/.installed
 	$(BIN)/pyright src
 
 typing-suite: $(BIN)/.installed
-	$(BIN)/pytest typing_tests -q --mypy-ini-file=typing_tests/mypy-cases.ini
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest typing_tests -q --mypy-ini-file=typing_tests/mypy-cases.ini
 
 test: $(BIN)/.installed
 	$(BIN)/pytest tests -q
