@@ -1,245 +1,465 @@
-"""`MemoryStorage`: the storage protocol in process memory (tests, demos)."""
+"""
+`MemoryStorage`: the storage protocol in process memory (tests, demos).
+
+Every change made through `MemoryStorage.instance(key)` is buffered in the transaction and
+applied in one synchronous step when the block exits cleanly (so no other coroutine can see
+half of it), or dropped when the block raises. JSON values are copied on the way in and on
+the way out: a caller mutating a dict it saved, or one it read, never changes what is stored.
+"""
 
 import asyncio
-import copy
+import bisect
 import heapq
-from collections.abc import AsyncGenerator, Sequence
-from contextlib import asynccontextmanager
+import itertools
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
+from types import TracebackType
+from typing import TYPE_CHECKING
 
 import attrs
 
 from .._types import JsonValue
-from ._interface import DeadLetter, InstanceKey, InstanceRecord, InstanceTransaction, QueueItem
+from ._interface import (
+    DeadLetter,
+    InstanceKey,
+    InstanceRecord,
+    InstanceTransaction,
+    QueueItem,
+    Storage,
+)
 
 
-def _order(key: InstanceKey) -> tuple[str, str, str]:
+_KeyOrder = tuple[str, str, str]
+
+
+def _order(key: InstanceKey) -> _KeyOrder:
+    """Key order everywhere: kind value, job name, id."""
     return (key.kind.value, key.job, key.id)
 
 
-class _Queue:
-    """One instance's queue: a heap on (-priority, seq) with lazy deletion."""
+def _copy_json(value: JsonValue) -> JsonValue:
+    """A copy of `value` that shares no mutable container with it."""
+    if isinstance(value, list):
+        return [_copy_json(item) for item in value]
+    if isinstance(value, dict):
+        return {name: _copy_json(item) for name, item in value.items()}
+    return value
 
-    __slots__ = ("heap", "items")
+
+def _copy_record(record: InstanceRecord) -> InstanceRecord:
+    return attrs.evolve(record, state=_copy_json(record.state), meta=_copy_json(record.meta))
+
+
+def _copy_letter(letter: DeadLetter) -> DeadLetter:
+    return attrs.evolve(letter, state=_copy_json(letter.state), event=_copy_json(letter.event))
+
+
+def _copy_item(item: QueueItem) -> QueueItem:
+    return attrs.evolve(item, event=_copy_json(item.event))
+
+
+def _queue_rank(item: QueueItem) -> tuple[int, int]:
+    """Queue order: highest priority first, then lowest `seq` (FIFO)."""
+    return (-item.priority, item.seq)
+
+
+class _Queue:
+    """One instance's committed queue, kept sorted by `_queue_rank` (peek is O(1))."""
+
+    __slots__ = ("_items", "_ranks")
 
     def __init__(self) -> None:
-        self.heap: list[tuple[int, int, str]] = []
-        self.items: dict[str, QueueItem] = {}
+        self._ranks: list[tuple[int, int, str]] = []
+        self._items: dict[str, QueueItem] = {}
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, event_id: str) -> bool:
+        return event_id in self._items
 
     def push(self, item: QueueItem) -> None:
-        self.items[item.event_id] = item
-        heapq.heappush(self.heap, (-item.priority, item.seq, item.event_id))
-
-    def peek(self) -> QueueItem | None:
-        while self.heap:
-            _, seq, event_id = self.heap[0]
-            item = self.items.get(event_id)
-            if item is not None and item.seq == seq:
-                return item
-            heapq.heappop(self.heap)
-        return None
+        self.remove(item.event_id)
+        self._items[item.event_id] = item
+        bisect.insort(self._ranks, (*_queue_rank(item), item.event_id))
 
     def remove(self, event_id: str) -> bool:
-        return self.items.pop(event_id, None) is not None
+        item = self._items.pop(event_id, None)
+        if item is None:
+            return False
+        del self._ranks[bisect.bisect_left(self._ranks, (*_queue_rank(item), event_id))]
+        return True
+
+    def first(self, skip: set[str]) -> QueueItem | None:
+        """The first item whose event id is not in `skip` (usually the very first one)."""
+        for _, _, event_id in self._ranks:
+            if event_id not in skip:
+                return self._items[event_id]
+        return None
+
+
+class _Lock:
+    """A per-key lock that is dropped from the table once nobody holds or waits for it."""
+
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+
+class _Store:
+    """The committed data of one `MemoryStorage` (shared with its transactions)."""
+
+    def __init__(self) -> None:
+        self.records: dict[InstanceKey, InstanceRecord] = {}
+        self.leases: dict[InstanceKey, datetime] = {}
+        # (alarm_at, key order, tie-breaker, key); entries that no longer match are stale
+        self.alarms: list[tuple[datetime, _KeyOrder, int, InstanceKey]] = []
+        self.alarm_ties = itertools.count()
+        self.dead: dict[str, DeadLetter] = {}
+        self.seen: dict[InstanceKey, dict[str, datetime]] = {}
+        self.queues: dict[InstanceKey, _Queue] = {}
+        self.locks: dict[InstanceKey, _Lock] = {}
+        self.seq = itertools.count(1)
+
+    def has_seen(self, key: InstanceKey, event_id: str) -> bool:
+        seen = self.seen.get(key)
+        return seen is not None and event_id in seen
+
+    def set_record(self, key: InstanceKey, record: InstanceRecord | None) -> None:
+        self.leases.pop(key, None)
+        if record is None:
+            self.records.pop(key, None)
+            return
+        self.records[key] = record
+        if record.alarm_at is not None:
+            heapq.heappush(self.alarms, (record.alarm_at, _order(key), next(self.alarm_ties), key))
+            if len(self.alarms) > 2 * len(self.records) + 64:
+                self.rebuild_alarms()
+
+    def rebuild_alarms(self) -> None:
+        self.alarms = [
+            (r.alarm_at, _order(k), next(self.alarm_ties), k)
+            for k, r in self.records.items()
+            if r.alarm_at is not None
+        ]
+        heapq.heapify(self.alarms)
+
+    def drop_stale_alarms(self) -> None:
+        while self.alarms:
+            at, _, _, key = self.alarms[0]
+            record = self.records.get(key)
+            if record is not None and record.alarm_at == at:
+                return
+            heapq.heappop(self.alarms)
+
+    def apply_queue(
+        self, key: InstanceKey, *, purged: bool, removed: set[str], pushed: Sequence[QueueItem]
+    ) -> None:
+        if purged:
+            self.queues.pop(key, None)
+        queue = self.queues.get(key)
+        if queue is not None:
+            for event_id in removed:
+                queue.remove(event_id)
+        if pushed:
+            queue = self.queues.setdefault(key, _Queue())
+            for item in pushed:
+                queue.push(item)
+        if queue is not None and not queue:
+            del self.queues[key]
+
+    def apply_satellites(
+        self, key: InstanceKey, letters: Sequence[DeadLetter], seen: dict[str, datetime]
+    ) -> None:
+        for letter in letters:
+            self.dead[letter.id] = letter
+        if seen:
+            self.seen.setdefault(key, {}).update(seen)
+
+    def take_lock(self, key: InstanceKey) -> _Lock:
+        entry = self.locks.get(key)
+        if entry is None:
+            entry = self.locks[key] = _Lock()
+        entry.users += 1
+        return entry
+
+    def drop_lock(self, key: InstanceKey, entry: _Lock) -> None:
+        entry.users -= 1
+        if entry.users == 0 and self.locks.get(key) is entry:
+            del self.locks[key]
 
 
 class MemoryStorage:
     """
     Storage in process memory: atomic, serialized per instance, gone when the process ends.
 
-    Use it in tests (with `durable_jobs.testing.TestClock`) and demos.
+    Use it in tests (with `durable_jobs.testing.TestClock`) and demos; one process only.
+    Pushing a queue item whose `event_id` is already queued in that instance replaces it.
     """
 
     def __init__(self) -> None:
-        self.records: dict[InstanceKey, InstanceRecord] = {}
-        self.leases: dict[InstanceKey, datetime] = {}
-        self.dead: list[DeadLetter] = []
-        self.seen: dict[tuple[InstanceKey, str], datetime] = {}
-        self.queues: dict[InstanceKey, _Queue] = {}
-        self.locks: dict[InstanceKey, asyncio.Lock] = {}
-        self.seq = 0
+        self._store = _Store()
 
-    @asynccontextmanager
-    async def instance(self, key: InstanceKey) -> AsyncGenerator[InstanceTransaction]:
-        """Serialized, atomic access to one instance."""
-        lock = self.locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            tx = _MemoryTransaction(self, key)
-            yield tx
-            tx.commit()
+    def instance(self, key: InstanceKey) -> AbstractAsyncContextManager[InstanceTransaction]:
+        """
+        Serialized, atomic access to one instance.
+
+        Blocks for the same key never overlap (a per-key `asyncio.Lock`); blocks for
+        different keys run concurrently. Changes apply together on clean exit and are
+        discarded when the block raises.
+        """
+        return _InstanceBlock(self._store, key)
 
     async def read(self, key: InstanceKey) -> InstanceRecord | None:
-        """A committed snapshot of one record."""
-        record = self.records.get(key)
-        return None if record is None else _copy(record)
+        """A committed snapshot of one record, without taking the instance."""
+        record = self._store.records.get(key)
+        return None if record is None else _copy_record(record)
 
     async def claim_due(
         self, now: datetime, *, limit: int, lease: timedelta
     ) -> Sequence[InstanceKey]:
-        """Lease up to `limit` due, unleased instances."""
-        due = sorted(
-            (
-                (record.alarm_at, _order(key), key)
-                for key, record in self.records.items()
-                if record.alarm_at is not None
-                and record.alarm_at <= now
-                and (key not in self.leases or self.leases[key] <= now)
-            ),
-        )
-        keys = [key for _, _, key in due[:limit]]
-        for key in keys:
-            self.leases[key] = now + lease
-        return keys
+        """
+        Lease up to `limit` instances whose alarm is due at `now` and not leased.
+
+        Due means `alarm_at <= now`; a lease has expired when `lease_until <= now`. Keys come
+        in alarm order, then key order; each is leased until `now + lease`.
+        """
+        store = self._store
+        claimed: list[InstanceKey] = []
+        if limit <= 0:
+            return claimed
+        store.drop_stale_alarms()
+        popped: list[tuple[datetime, _KeyOrder, int, InstanceKey]] = []
+        while store.alarms and store.alarms[0][0] <= now and len(claimed) < limit:
+            entry = heapq.heappop(store.alarms)
+            at, _, _, key = entry
+            record = store.records.get(key)
+            if record is None or record.alarm_at != at:
+                continue  # stale: dropped
+            popped.append(entry)
+            if key in claimed:
+                continue
+            lease_until = store.leases.get(key)
+            if lease_until is None or lease_until <= now:
+                claimed.append(key)
+        for entry in popped:
+            heapq.heappush(store.alarms, entry)
+        for key in claimed:
+            store.leases[key] = now + lease
+        return claimed
 
     async def next_alarm_at(self) -> datetime | None:
-        """The earliest alarm of any instance."""
-        times = [r.alarm_at for r in self.records.values() if r.alarm_at is not None]
-        return min(times, default=None)
+        """The earliest alarm time of any instance (leased or not), or None."""
+        self._store.drop_stale_alarms()
+        alarms = self._store.alarms
+        return alarms[0][0] if alarms else None
 
     async def list_instances(self, job: str | None = None) -> Sequence[InstanceRecord]:
-        """Every record (optionally of one job), in key order."""
-        records = [r for r in self.records.values() if job is None or r.key.job == job]
-        return [_copy(r) for r in sorted(records, key=lambda r: _order(r.key))]
+        """Every record, optionally of one job, ordered by (kind, job, id)."""
+        records = [r for r in self._store.records.values() if job is None or r.key.job == job]
+        records.sort(key=lambda r: _order(r.key))
+        return [_copy_record(r) for r in records]
 
     async def dead_letters(self, job: str | None = None) -> Sequence[DeadLetter]:
-        """Dead letters, oldest first."""
-        return [d for d in self.dead if job is None or d.key.job == job]
+        """Dead letters, oldest first (by `at`, then by commit order), optionally of one job."""
+        letters = [d for d in self._store.dead.values() if job is None or d.key.job == job]
+        letters.sort(key=lambda d: d.at)
+        return [_copy_letter(d) for d in letters]
 
     async def delete_dead_letter(self, letter_id: str) -> bool:
-        """Remove one dead letter."""
-        before = len(self.dead)
-        self.dead = [d for d in self.dead if d.id != letter_id]
-        return len(self.dead) != before
+        """Remove one dead letter; False when there is none with that id."""
+        return self._store.dead.pop(letter_id, None) is not None
 
     async def forget_seen_before(self, cutoff: datetime) -> int:
-        """Drop remembered event ids older than `cutoff`."""
-        old = [k for k, at in self.seen.items() if at < cutoff]
-        for k in old:
-            del self.seen[k]
-        return len(old)
+        """Drop remembered event ids accepted before `cutoff` (strictly); returns how many."""
+        forgotten = 0
+        for key, seen in list(self._store.seen.items()):
+            old = [event_id for event_id, at in seen.items() if at < cutoff]
+            for event_id in old:
+                del seen[event_id]
+            forgotten += len(old)
+            if not seen:
+                del self._store.seen[key]
+        return forgotten
 
     async def close(self) -> None:
-        """Nothing to release."""
+        """Nothing to release (the data stays readable)."""
 
-    def next_seq(self) -> int:
-        self.seq += 1
-        return self.seq
+
+class _InstanceBlock:
+    """`async with storage.instance(key) as tx`: takes the key's lock, commits or discards."""
+
+    __slots__ = ("_entry", "_key", "_store", "_tx")
+
+    def __init__(self, store: _Store, key: InstanceKey) -> None:
+        self._store = store
+        self._key = key
+        self._entry: _Lock | None = None
+        self._tx: _MemoryTransaction | None = None
+
+    async def __aenter__(self) -> InstanceTransaction:
+        if self._entry is not None:
+            msg = "a storage.instance(...) block cannot be entered twice"
+            raise RuntimeError(msg)
+        entry = self._store.take_lock(self._key)
+        try:
+            await entry.lock.acquire()
+        except BaseException:
+            self._store.drop_lock(self._key, entry)
+            raise
+        self._entry = entry
+        self._tx = _MemoryTransaction(self._store, self._key)
+        return self._tx
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        entry, tx = self._entry, self._tx
+        if entry is None or tx is None:
+            return
+        try:
+            if exc_type is None:
+                tx.commit()
+            else:
+                tx.discard()
+        finally:
+            entry.lock.release()
+            self._store.drop_lock(self._key, entry)
 
 
 class _MemoryTransaction:
-    """Buffers changes to one instance; `commit` applies them all at once."""
+    """Buffers changes to one instance; `commit` applies them all in one synchronous step."""
 
-    def __init__(self, storage: MemoryStorage, key: InstanceKey) -> None:
-        self._storage = storage
+    def __init__(self, store: _Store, key: InstanceKey) -> None:
+        self._store = store
         self._key = key
-        committed = storage.records.get(key)
-        self._record = None if committed is None else _copy(committed)
-        self._touched = False
-        self._purged = False
-        self.dead: list[DeadLetter] = []
-        self._remember: dict[str, datetime] = {}
-        self._pushed: list[QueueItem] = []
+        committed = store.records.get(key)
+        self._record = None if committed is None else _copy_record(committed)
+        self._record_changed = False
+        self._queue_purged = False
+        self._letters: list[DeadLetter] = []
+        self._remembered: dict[str, datetime] = {}
+        self._pushed: dict[str, QueueItem] = {}
         self._removed: set[str] = set()
+        self._open = True
 
     @property
     def key(self) -> InstanceKey:
-        """The instance of this transaction."""
+        """The instance this transaction is about."""
         return self._key
 
     @property
     def record(self) -> InstanceRecord | None:
-        """The record including this transaction's changes."""
-        return self._record
+        """The record as it stands in this transaction (after `save`/`purge`), or None."""
+        return None if self._record is None else _copy_record(self._record)
 
     def save(self, record: InstanceRecord) -> None:
-        """Insert or replace the record."""
-        self._record = _copy(record)
-        self._touched = True
+        """Insert or replace the record (and clear any alarm lease) on commit."""
+        self._check_open()
+        if record.key != self._key:
+            msg = f"save: a record of {record.key} in the transaction of {self._key}"
+            raise ValueError(msg)
+        self._record = _copy_record(record)
+        self._record_changed = True
 
     def purge(self) -> None:
-        """Delete record, alarm and queue."""
+        """Delete the record, its alarm, its lease and its queue items on commit."""
+        self._check_open()
         self._record = None
-        self._touched = True
-        self._purged = True
+        self._record_changed = True
+        self._queue_purged = True
         self._pushed.clear()
+        self._removed.clear()
 
     def add_dead_letter(self, letter: DeadLetter) -> None:
         """Record a dead letter on commit."""
-        self.dead.append(letter)
+        self._check_open()
+        self._letters.append(_copy_letter(letter))
 
     async def has_seen(self, event_id: str) -> bool:
-        """Whether `event_id` was accepted before (or earlier in this transaction)."""
-        return event_id in self._remember or (self._key, event_id) in self._storage.seen
+        """Whether `event_id` was accepted before, or earlier in this transaction."""
+        self._check_open()
+        return event_id in self._remembered or self._store.has_seen(self._key, event_id)
 
     def remember(self, event_id: str, at: datetime) -> None:
-        """Remember `event_id` on commit."""
-        self._remember[event_id] = at
+        """Remember `event_id` as accepted at `at`, on commit."""
+        self._check_open()
+        self._remembered[event_id] = at
 
     def queue_push(self, item: QueueItem) -> None:
-        """Append an item on commit."""
-        self._pushed.append(attrs.evolve(item, seq=self._storage.next_seq()))
+        """Append an item (with a fresh `seq`) on commit; replaces a queued item of that id."""
+        self._check_open()
+        if self._stored_has(item.event_id):
+            self._removed.add(item.event_id)
+        self._pushed.pop(item.event_id, None)
+        pushed = attrs.evolve(item, seq=next(self._store.seq))
+        self._pushed[item.event_id] = _copy_item(pushed)
 
     async def queue_peek(self) -> QueueItem | None:
-        """The next item (highest priority, then FIFO), including this transaction's changes."""
-        candidates: list[QueueItem] = []
-        queue = None if self._purged else self._storage.queues.get(self._key)
-        if queue is not None:
-            for _, _, event_id in sorted(queue.heap):
-                item = queue.items.get(event_id)
-                if item is not None and event_id not in self._removed:
-                    candidates.append(item)
-                    break
-        candidates.extend(i for i in self._pushed if i.event_id not in self._removed)
-        if not candidates:
-            return None
-        return min(candidates, key=lambda i: (-i.priority, i.seq))
+        """The next item: highest priority first, then FIFO; includes this transaction's changes."""
+        self._check_open()
+        queue = self._stored_queue()
+        best = None if queue is None else queue.first(self._removed)
+        for item in self._pushed.values():
+            if best is None or _queue_rank(item) < _queue_rank(best):
+                best = item
+        return None if best is None else _copy_item(best)
 
     async def queue_remove(self, event_id: str) -> bool:
-        """Remove one item on commit."""
-        if event_id in self._removed:
-            return False
-        for item in self._pushed:
-            if item.event_id == event_id:
-                self._pushed.remove(item)
-                return True
-        queue = None if self._purged else self._storage.queues.get(self._key)
-        if queue is not None and event_id in queue.items:
+        """Remove one queued item on commit; False when it is not queued here."""
+        self._check_open()
+        if self._pushed.pop(event_id, None) is not None:
+            return True
+        if self._stored_has(event_id):
             self._removed.add(event_id)
             return True
         return False
 
     async def queue_size(self) -> int:
-        """Items waiting, including this transaction's changes."""
-        queue = None if self._purged else self._storage.queues.get(self._key)
-        stored = 0 if queue is None else len(queue.items) - len(self._removed)
+        """How many items wait in this instance's queue, including this transaction's changes."""
+        self._check_open()
+        queue = self._stored_queue()
+        stored = 0 if queue is None else len(queue) - len(self._removed)
         return stored + len(self._pushed)
 
     def commit(self) -> None:
-        """Apply every buffered change."""
-        storage = self._storage
-        key = self._key
-        if self._touched:
-            storage.leases.pop(key, None)
-            if self._record is None:
-                storage.records.pop(key, None)
-            else:
-                storage.records[key] = self._record
-        if self._purged:
-            storage.queues.pop(key, None)
-        queue = storage.queues.get(key)
-        for event_id in self._removed:
-            if queue is not None:
-                queue.remove(event_id)
-        if self._pushed:
-            queue = storage.queues.setdefault(key, _Queue())
-            for item in self._pushed:
-                queue.push(item)
-        storage.dead.extend(self.dead)
-        for event_id, at in self._remember.items():
-            storage.seen[(key, event_id)] = at
+        """Apply every buffered change in one synchronous step, then close."""
+        self._check_open()
+        self._open = False
+        store, key = self._store, self._key
+        if self._record_changed:
+            store.set_record(key, self._record)
+        store.apply_queue(
+            key,
+            purged=self._queue_purged,
+            removed=self._removed,
+            pushed=list(self._pushed.values()),
+        )
+        store.apply_satellites(key, self._letters, self._remembered)
+
+    def discard(self) -> None:
+        """Drop every buffered change, then close."""
+        self._open = False
+
+    def _check_open(self) -> None:
+        if not self._open:
+            msg = f"the transaction of {self._key} was used after its block ended"
+            raise RuntimeError(msg)
+
+    def _stored_queue(self) -> _Queue | None:
+        return None if self._queue_purged else self._store.queues.get(self._key)
+
+    def _stored_has(self, event_id: str) -> bool:
+        queue = self._stored_queue()
+        return queue is not None and event_id in queue and event_id not in self._removed
 
 
-def _copy(record: InstanceRecord) -> InstanceRecord:
-    state: JsonValue = copy.deepcopy(record.state)
-    meta: JsonValue = copy.deepcopy(record.meta)
-    return attrs.evolve(record, state=state, meta=meta)
+if TYPE_CHECKING:
+    # MemoryStorage is a `Storage` only structurally: make both checkers prove it here.
+    _conforms: Storage = MemoryStorage()
