@@ -475,7 +475,7 @@ async def test_clearing_or_moving_the_alarm_changes_what_is_due(storage: Storage
     assert list(await storage.claim_due(at(50), limit=10, lease=LEASE)) == [key("b")]
 
 
-async def test_next_alarm_at_is_the_earliest_alarm_leased_or_not(storage: Storage) -> None:
+async def test_next_alarm_at_is_when_the_next_claim_can_succeed(storage: Storage) -> None:
     assert await storage.next_alarm_at() is None
     await put(storage, record(key("a")))
     assert await storage.next_alarm_at() is None
@@ -483,7 +483,11 @@ async def test_next_alarm_at_is_the_earliest_alarm_leased_or_not(storage: Storag
     await put(storage, record(key("c"), alarm=at(10)))
     assert await storage.next_alarm_at() == at(10)
     assert list(await storage.claim_due(at(15), limit=10, lease=LEASE)) == [key("c")]
-    assert await storage.next_alarm_at() == at(10)
+    # c is leased until at(45): b's alarm comes first now
+    assert await storage.next_alarm_at() == at(20)
+    await put(storage, record(key("b"), alarm=at(60)))
+    assert await storage.next_alarm_at() == at(45)
+    await put(storage, record(key("b"), alarm=at(20)))
     async with storage.instance(key("c")) as tx:
         tx.purge()
     assert await storage.next_alarm_at() == at(20)

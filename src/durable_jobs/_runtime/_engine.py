@@ -27,6 +27,8 @@ R = TypeVar("R", default=None)
 
 logger = logging.getLogger("durable_jobs")
 
+_MIN_IDLE = timedelta(milliseconds=5)
+
 
 class Engine(Generic[R]):
     """
@@ -199,6 +201,9 @@ class Engine(Generic[R]):
                 next_at = self._clock.now() + timedelta(seconds=1)
             if self._should_stop():
                 break
+            if next_at is not None:
+                # never busy-wait: an alarm that is due but not claimable waits a moment
+                next_at = max(next_at, self._clock.now() + _MIN_IDLE)
             self._known_next = next_at
             await self._clock.sleep_until(next_at, self._wake_event)
 

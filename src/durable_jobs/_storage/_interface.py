@@ -172,7 +172,12 @@ class Storage(Protocol):
         ...
 
     async def next_alarm_at(self) -> datetime | None:
-        """The earliest alarm time of any instance (leased or not), or None."""
+        """
+        When `claim_due` can next return something, or None when no alarm is set.
+
+        The earliest alarm time, where a leased instance counts from the later of its alarm
+        and its lease expiry, so a worker sleeps while an alarm is in flight elsewhere.
+        """
         ...
 
     async def list_instances(self, job: str | None = None) -> Sequence[InstanceRecord]:

@@ -252,10 +252,35 @@ class MemoryStorage:
         return claimed
 
     async def next_alarm_at(self) -> datetime | None:
-        """The earliest alarm time of any instance (leased or not), or None."""
-        self._store.drop_stale_alarms()
-        alarms = self._store.alarms
-        return alarms[0][0] if alarms else None
+        """
+        When `claim_due` can next return something, or None when no alarm is set.
+
+        That is the earliest alarm, except that a leased instance counts from the later of
+        its alarm and its lease expiry (so a worker does not spin on an alarm in flight).
+        """
+        store = self._store
+        store.drop_stale_alarms()
+        best: datetime | None = None
+        popped: list[tuple[datetime, _KeyOrder, int, InstanceKey]] = []
+        # leased entries are few (at most the in-flight alarms): walk past them in order
+        while store.alarms:
+            at, _, _, key = store.alarms[0]
+            if best is not None and at >= best:
+                break
+            entry = heapq.heappop(store.alarms)
+            record = store.records.get(key)
+            if record is None or record.alarm_at != at:
+                continue  # stale: dropped
+            popped.append(entry)
+            lease_until = store.leases.get(key)
+            ready = at if lease_until is None else max(at, lease_until)
+            if best is None or ready < best:
+                best = ready
+            if lease_until is None:
+                break
+        for entry in popped:
+            heapq.heappush(store.alarms, entry)
+        return best
 
     async def list_instances(self, job: str | None = None) -> Sequence[InstanceRecord]:
         """Every record, optionally of one job, ordered by (kind, job, id)."""
