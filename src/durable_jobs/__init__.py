@@ -79,6 +79,7 @@ from ._storage._interface import InstanceStatus as InstanceStatus
 from ._storage._interface import JobKind as JobKind
 from ._storage._interface import Storage as Storage
 from ._storage._memory import MemoryStorage as MemoryStorage
+from ._storage._sqlite import SqliteStorage as SqliteStorage
 
 
 __all__ = [
@@ -135,6 +136,7 @@ __all__ = [
     "RetryScheduled",
     "Schedule",
     "SendResult",
+    "SqliteStorage",
     "StartResult",
     "Storage",
     "StorageError",

@@ -24,8 +24,8 @@ from pathlib import Path
 import attrs
 import pytest
 
+from durable_jobs import MemoryStorage, SqliteStorage
 from durable_jobs._storage._interface import Storage
-from durable_jobs._storage._memory import MemoryStorage
 
 
 @attrs.frozen
@@ -47,8 +47,18 @@ async def _memory(tmp: Path) -> AsyncGenerator[Storage]:
         await storage.close()
 
 
+@contextlib.asynccontextmanager
+async def _sqlite(tmp: Path) -> AsyncGenerator[Storage]:
+    storage = SqliteStorage(tmp / "jobs.db")
+    try:
+        yield storage
+    finally:
+        await storage.close()
+
+
 BACKENDS: dict[str, Backend] = {
     "memory": Backend(_memory),
+    "sqlite": Backend(_sqlite),
 }
 
 

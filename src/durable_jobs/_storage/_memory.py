@@ -7,7 +7,6 @@ half of it), or dropped when the block raises. JSON values are copied on the way
 the way out: a caller mutating a dict it saved, or one it read, never changes what is stored.
 """
 
-import asyncio
 import bisect
 import heapq
 import itertools
@@ -19,7 +18,9 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from .._types import JsonValue
+from ._copy import copy_item as _copy_item
+from ._copy import copy_letter as _copy_letter
+from ._copy import copy_record as _copy_record
 from ._interface import (
     DeadLetter,
     InstanceKey,
@@ -28,6 +29,7 @@ from ._interface import (
     QueueItem,
     Storage,
 )
+from ._keylocks import KeyLocks
 
 
 _KeyOrder = tuple[str, str, str]
@@ -36,27 +38,6 @@ _KeyOrder = tuple[str, str, str]
 def _order(key: InstanceKey) -> _KeyOrder:
     """Key order everywhere: kind value, job name, id."""
     return (key.kind.value, key.job, key.id)
-
-
-def _copy_json(value: JsonValue) -> JsonValue:
-    """A copy of `value` that shares no mutable container with it."""
-    if isinstance(value, list):
-        return [_copy_json(item) for item in value]
-    if isinstance(value, dict):
-        return {name: _copy_json(item) for name, item in value.items()}
-    return value
-
-
-def _copy_record(record: InstanceRecord) -> InstanceRecord:
-    return attrs.evolve(record, state=_copy_json(record.state), meta=_copy_json(record.meta))
-
-
-def _copy_letter(letter: DeadLetter) -> DeadLetter:
-    return attrs.evolve(letter, state=_copy_json(letter.state), event=_copy_json(letter.event))
-
-
-def _copy_item(item: QueueItem) -> QueueItem:
-    return attrs.evolve(item, event=_copy_json(item.event))
 
 
 def _queue_rank(item: QueueItem) -> tuple[int, int]:
@@ -99,16 +80,6 @@ class _Queue:
         return None
 
 
-class _Lock:
-    """A per-key lock that is dropped from the table once nobody holds or waits for it."""
-
-    __slots__ = ("lock", "users")
-
-    def __init__(self) -> None:
-        self.lock = asyncio.Lock()
-        self.users = 0
-
-
 class _Store:
     """The committed data of one `MemoryStorage` (shared with its transactions)."""
 
@@ -121,7 +92,7 @@ class _Store:
         self.dead: dict[str, DeadLetter] = {}
         self.seen: dict[InstanceKey, dict[str, datetime]] = {}
         self.queues: dict[InstanceKey, _Queue] = {}
-        self.locks: dict[InstanceKey, _Lock] = {}
+        self.locks: KeyLocks[InstanceKey] = KeyLocks()
         self.seq = itertools.count(1)
 
     def has_seen(self, key: InstanceKey, event_id: str) -> bool:
@@ -178,18 +149,6 @@ class _Store:
             self.dead[letter.id] = letter
         if seen:
             self.seen.setdefault(key, {}).update(seen)
-
-    def take_lock(self, key: InstanceKey) -> _Lock:
-        entry = self.locks.get(key)
-        if entry is None:
-            entry = self.locks[key] = _Lock()
-        entry.users += 1
-        return entry
-
-    def drop_lock(self, key: InstanceKey, entry: _Lock) -> None:
-        entry.users -= 1
-        if entry.users == 0 and self.locks.get(key) is entry:
-            del self.locks[key]
 
 
 class MemoryStorage:
@@ -317,25 +276,18 @@ class MemoryStorage:
 class _InstanceBlock:
     """`async with storage.instance(key) as tx`: takes the key's lock, commits or discards."""
 
-    __slots__ = ("_entry", "_key", "_store", "_tx")
+    __slots__ = ("_key", "_store", "_tx")
 
     def __init__(self, store: _Store, key: InstanceKey) -> None:
         self._store = store
         self._key = key
-        self._entry: _Lock | None = None
         self._tx: _MemoryTransaction | None = None
 
     async def __aenter__(self) -> InstanceTransaction:
-        if self._entry is not None:
+        if self._tx is not None:
             msg = "a storage.instance(...) block cannot be entered twice"
             raise RuntimeError(msg)
-        entry = self._store.take_lock(self._key)
-        try:
-            await entry.lock.acquire()
-        except BaseException:
-            self._store.drop_lock(self._key, entry)
-            raise
-        self._entry = entry
+        await self._store.locks.acquire(self._key)
         self._tx = _MemoryTransaction(self._store, self._key)
         return self._tx
 
@@ -345,8 +297,8 @@ class _InstanceBlock:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        entry, tx = self._entry, self._tx
-        if entry is None or tx is None:
+        tx = self._tx
+        if tx is None:
             return
         try:
             if exc_type is None:
@@ -354,8 +306,7 @@ class _InstanceBlock:
             else:
                 tx.discard()
         finally:
-            entry.lock.release()
-            self._store.drop_lock(self._key, entry)
+            self._store.locks.release(self._key)
 
 
 class _MemoryTransaction:
