@@ -25,6 +25,8 @@ from ._definitions._debounce import Debounce as Debounce
 from ._definitions._task import Task as Task
 from ._definitions._worker_pool import WorkerPool as WorkerPool
 from ._duration import DurationInput as DurationInput
+from ._errors import ConflictError as ConflictError
+from ._errors import DeadLetterNotFoundError as DeadLetterNotFoundError
 from ._errors import DuplicateJobError as DuplicateJobError
 from ._errors import DurableJobsError as DurableJobsError
 from ._errors import ExecutionError as ExecutionError
@@ -41,6 +43,8 @@ from ._result import Ok as Ok
 from ._result import Result as Result
 from ._retry import Backoff as Backoff
 from ._retry import Retry as Retry
+from ._runtime._admin import ResumeAction as ResumeAction
+from ._runtime._admin import ResumeResult as ResumeResult
 from ._runtime._client import ContinuousClient as ContinuousClient
 from ._runtime._client import DebounceClient as DebounceClient
 from ._runtime._client import TaskClient as TaskClient
@@ -88,12 +92,14 @@ __all__ = [
     "CancelResult",
     "ClearResult",
     "Clock",
+    "ConflictError",
     "Continuous",
     "ContinuousClient",
     "ContinuousContext",
     "ContinuousStatus",
     "Cron",
     "DeadLetter",
+    "DeadLetterNotFoundError",
     "Debounce",
     "DebounceClient",
     "DebounceEventContext",
@@ -132,6 +138,8 @@ __all__ = [
     "PartitionStatus",
     "PoolStatus",
     "Result",
+    "ResumeAction",
+    "ResumeResult",
     "Retry",
     "RetryScheduled",
     "Schedule",

@@ -6,6 +6,8 @@ The errors durable-jobs raises, as one tree::
     ├── DuplicateJobError            two jobs with one name in an Engine (also a ValueError)
     ├── JobNotFoundError             a definition not registered with this engine (LookupError)
     ├── InstanceNotFoundError        an instance that does not exist (LookupError)
+    ├── DeadLetterNotFoundError      a dead letter that does not exist (LookupError)
+    ├── ConflictError                an operator action that would overwrite live data
     ├── ValidationError              data from outside does not fit its type (ValueError);
     │                                `path` names the failing field
     ├── StorageError                 the storage backend failed or holds unreadable data
@@ -35,6 +37,14 @@ class JobNotFoundError(DurableJobsError, LookupError):
 
 class InstanceNotFoundError(DurableJobsError, LookupError):
     """An operation needed an instance that does not exist."""
+
+
+class DeadLetterNotFoundError(DurableJobsError, LookupError):
+    """An operation named a dead letter that does not exist."""
+
+
+class ConflictError(DurableJobsError):
+    """An operator action would overwrite an instance that is alive; nothing was changed."""
 
 
 class ValidationError(DurableJobsError, ValueError):

@@ -9,6 +9,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
+import attrs
 import pytest
 
 from durable_jobs._storage._interface import (
@@ -810,3 +811,30 @@ async def test_dead_letters_outlive_their_instance(storage: Storage) -> None:
         tx.purge()
     assert await storage.read(key()) is None
     assert [d.state for d in await storage.dead_letters()] == [1]
+
+
+async def test_a_dead_letter_is_removed_with_the_block(storage: Storage) -> None:
+    k = key()
+    async with storage.instance(k) as tx:
+        tx.add_dead_letter(letter("d1", k, T0))
+        tx.add_dead_letter(letter("d2", k, T0))
+
+    async def changes(tx: InstanceTransaction) -> None:
+        tx.remove_dead_letter("d1")
+
+    await in_failing_block(storage, k, changes)
+    assert [d.id for d in await storage.dead_letters()] == ["d1", "d2"]
+    async with storage.instance(key("other")) as tx:
+        tx.remove_dead_letter("d1")  # a letter of any instance
+        tx.remove_dead_letter("unknown")
+        tx.save(record(key("other"), state=1))
+    assert [d.id for d in await storage.dead_letters()] == ["d2"]
+    assert await storage.read(key("other")) is not None
+
+
+async def test_dead_letter_meta_and_event_round_trip(storage: Storage) -> None:
+    k = key()
+    full = attrs.evolve(letter("d1", k, T0, state={"s": [1]}), meta={"count": 2}, event={"e": "x"})
+    async with storage.instance(k) as tx:
+        tx.add_dead_letter(full)
+    assert list(await storage.dead_letters()) == [full]

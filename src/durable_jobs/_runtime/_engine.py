@@ -15,7 +15,10 @@ from .._clock import Clock, SystemClock
 from .._duration import DurationInput, to_timedelta
 from .._errors import DuplicateJobError
 from .._observe import EventSink, Observer
-from .._storage._interface import InstanceKey, Storage
+from .._storage._interface import DeadLetter, InstanceKey, InstanceRecord, Storage
+from .._storage._sqlite import SqliteStorage
+from . import _admin
+from ._admin import ResumeResult
 from ._client import Client
 from ._services import DefectPolicy, RegisteredJob, Services
 
@@ -28,6 +31,9 @@ R = TypeVar("R", default=None)
 logger = logging.getLogger("durable_jobs")
 
 _MIN_IDLE = timedelta(milliseconds=5)
+
+DEFAULT_DATABASE = "durable_jobs.db"
+"""The file of the default storage, relative to the working directory."""
 
 
 class Engine(Generic[R]):
@@ -48,7 +54,7 @@ class Engine(Generic[R]):
         self: "Engine[None]",
         *,
         jobs: "Sequence[JobDefinition[None]]",
-        storage: Storage,
+        storage: Storage | None = None,
         clock: Clock | None = None,
         observers: Sequence[Observer] = (),
         defect_policy: DefectPolicy | None = None,
@@ -63,7 +69,7 @@ class Engine(Generic[R]):
         *,
         jobs: "Sequence[JobDefinition[R]]",
         deps: R,
-        storage: Storage,
+        storage: Storage | None = None,
         clock: Clock | None = None,
         observers: Sequence[Observer] = (),
         defect_policy: DefectPolicy | None = None,
@@ -78,7 +84,7 @@ class Engine(Generic[R]):
         # the overloads above are the typed surface; this implementation serves both
         jobs: "Sequence[JobDefinition[Any]]",
         deps: Any = None,
-        storage: Storage,
+        storage: Storage | None = None,
         clock: Clock | None = None,
         observers: Sequence[Observer] = (),
         defect_policy: DefectPolicy | None = None,
@@ -86,7 +92,16 @@ class Engine(Generic[R]):
         lease: DurationInput = "5 minutes",
         concurrency: int = 16,
     ) -> None:
-        """Register `jobs` with `deps` (omit `deps` when no job needs any)."""
+        """
+        Register `jobs` with `deps` (omit `deps` when no job needs any).
+
+        `storage` defaults to `SqliteStorage("durable_jobs.db")` in the working directory;
+        `clock` to the system clock. `lease` is how long a claimed alarm stays hidden from
+        other workers (a worker that dies mid-run loses its claim after it); `concurrency`
+        bounds the alarms one worker runs at once.
+        """
+        if storage is None:
+            storage = SqliteStorage(DEFAULT_DATABASE)
         self._clock = clock if clock is not None else SystemClock()
         self._storage = storage
         self._lease = to_timedelta(lease, field="lease")
@@ -128,6 +143,34 @@ class Engine(Generic[R]):
     def job_names(self) -> tuple[str, ...]:
         """The registered job names, sorted."""
         return tuple(sorted(self._jobs))
+
+    async def instances(self, job: str | None = None) -> Sequence[InstanceRecord]:
+        """Every stored instance (optionally of one job), in key order."""
+        return await self._storage.list_instances(job)
+
+    async def inspect(self, job: str, id: str) -> InstanceRecord:
+        """One stored instance; `InstanceNotFoundError` when there is none."""
+        return await _admin.find_instance(self._storage, job, id)
+
+    async def dead_letters(self, job: str | None = None) -> Sequence[DeadLetter]:
+        """Dead letters, oldest first (optionally of one job)."""
+        return await self._storage.dead_letters(job)
+
+    async def resume(self, letter_id: str) -> ResumeResult:
+        """
+        Run a dead letter's work again (due now) and delete the letter, atomically.
+
+        A parked instance is reactivated with its state; a purged one is rebuilt from the
+        letter; a worker-pool event is queued again. Raises `DeadLetterNotFoundError`, or
+        `ConflictError` (nothing changed) when a live instance would be overwritten.
+        """
+        result = await _admin.resume(self._storage, self._clock, letter_id)
+        self._wake(result.run_at)
+        return result
+
+    async def discard(self, letter_id: str) -> None:
+        """Delete a dead letter; `DeadLetterNotFoundError` when there is none."""
+        await _admin.discard(self._storage, letter_id)
 
     async def run_due(self) -> datetime | None:
         """Run every alarm due now (bounded concurrency); returns the next alarm time."""
@@ -190,7 +233,27 @@ class Engine(Generic[R]):
     def _should_stop(self) -> bool:
         return self._stopping
 
+    async def _watch(self) -> None:
+        # other processes (clients, workers) may set earlier alarms: look again when they write
+        while True:
+            try:
+                await self._storage.wait_for_change()
+            except Exception:
+                logger.exception("watching storage for changes failed; retrying shortly")
+                await asyncio.sleep(1)
+                continue
+            self._wake_event.set()
+
     async def _loop(self) -> None:
+        watcher = asyncio.create_task(self._watch(), name="durable-jobs-watch")
+        try:
+            await self._serve()
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+    async def _serve(self) -> None:
         while not self._stopping:
             self._wake_event.clear()
             self._known_next = None

@@ -79,6 +79,8 @@ class DeadLetter:
     id: str
     key: InstanceKey
     state: JsonValue
+    meta: JsonValue = None
+    """The kind's bookkeeping at the time (so `Engine.resume` can rebuild the instance)."""
     event: JsonValue = None
     error: str
     reason: str
@@ -122,6 +124,10 @@ class InstanceTransaction(Protocol):
 
     def add_dead_letter(self, letter: DeadLetter) -> None:
         """Record a dead letter, committed with everything else."""
+        ...
+
+    def remove_dead_letter(self, letter_id: str) -> None:
+        """Delete a dead letter (of any instance) with everything else; unknown ids are ignored."""
         ...
 
     async def has_seen(self, event_id: str) -> bool:
@@ -194,6 +200,15 @@ class Storage(Protocol):
 
     async def forget_seen_before(self, cutoff: datetime) -> int:
         """Drop remembered event ids older than `cutoff`; returns how many."""
+        ...
+
+    async def wait_for_change(self) -> None:
+        """
+        Return when another process may have changed stored alarms (a hint to look again).
+
+        A backend that only one process can use never returns (the engine wakes itself for
+        changes made in its own process).
+        """
         ...
 
     async def close(self) -> None:

@@ -7,6 +7,7 @@ half of it), or dropped when the block raises. JSON values are copied on the way
 the way out: a caller mutating a dict it saved, or one it read, never changes what is stored.
 """
 
+import asyncio
 import bisect
 import heapq
 import itertools
@@ -269,6 +270,10 @@ class MemoryStorage:
                 del self._store.seen[key]
         return forgotten
 
+    async def wait_for_change(self) -> None:
+        """Never returns: only this process can change a `MemoryStorage`."""
+        await asyncio.Event().wait()
+
     async def close(self) -> None:
         """Nothing to release (the data stays readable)."""
 
@@ -320,6 +325,7 @@ class _MemoryTransaction:
         self._record_changed = False
         self._queue_purged = False
         self._letters: list[DeadLetter] = []
+        self._letters_removed: set[str] = set()
         self._remembered: dict[str, datetime] = {}
         self._pushed: dict[str, QueueItem] = {}
         self._removed: set[str] = set()
@@ -357,6 +363,11 @@ class _MemoryTransaction:
         """Record a dead letter on commit."""
         self._check_open()
         self._letters.append(_copy_letter(letter))
+
+    def remove_dead_letter(self, letter_id: str) -> None:
+        """Delete a dead letter on commit; unknown ids are ignored."""
+        self._check_open()
+        self._letters_removed.add(letter_id)
 
     async def has_seen(self, event_id: str) -> bool:
         """Whether `event_id` was accepted before, or earlier in this transaction."""
@@ -417,6 +428,8 @@ class _MemoryTransaction:
             removed=self._removed,
             pushed=list(self._pushed.values()),
         )
+        for letter_id in self._letters_removed:
+            store.dead.pop(letter_id, None)
         store.apply_satellites(key, self._letters, self._remembered)
 
     def discard(self) -> None:

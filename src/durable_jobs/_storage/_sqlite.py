@@ -73,7 +73,8 @@ _MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
             """CREATE TABLE dead_letters (
                 seq INTEGER PRIMARY KEY AUTOINCREMENT, letter_id TEXT NOT NULL UNIQUE,
                 kind TEXT NOT NULL, job TEXT NOT NULL, id TEXT NOT NULL,
-                state TEXT NOT NULL, event TEXT NOT NULL, error TEXT NOT NULL,
+                state TEXT NOT NULL, meta TEXT NOT NULL, event TEXT NOT NULL,
+                error TEXT NOT NULL,
                 reason TEXT NOT NULL, attempts INTEGER NOT NULL, at INTEGER NOT NULL
             )""",
             "CREATE INDEX dead_letters_at ON dead_letters (at, seq)",
@@ -101,6 +102,9 @@ _MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
 )
 SCHEMA_VERSION: Final = _MIGRATIONS[-1][0]
 """The schema version this library writes."""
+
+_CHANGE_POLL: Final = 0.02
+"""Seconds between two looks at the file for other processes' commits."""
 
 _RECORD_COLUMNS: Final = (
     "kind, job, id, status, state, meta, alarm_at, attempt, retry_started_at, defects,"
@@ -228,6 +232,7 @@ class _Changes:
     removed: frozenset[str]
     pushed: tuple[QueueItem, ...]
     letters: tuple[DeadLetter, ...]
+    letters_removed: frozenset[str]
     remembered: tuple[tuple[str, datetime], ...]
 
 
@@ -368,14 +373,19 @@ class _Database:
                 ],
             )
             conn.executemany(
+                "DELETE FROM dead_letters WHERE letter_id = ?",
+                [(letter_id,) for letter_id in changes.letters_removed],
+            )
+            conn.executemany(
                 "INSERT OR REPLACE INTO dead_letters"
-                " (letter_id, kind, job, id, state, event, error, reason, attempts, at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " (letter_id, kind, job, id, state, meta, event, error, reason, attempts, at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         letter.id,
                         *_key_params(letter.key),
                         _dump(letter.state),
+                        _dump(letter.meta),
                         _dump(letter.event),
                         letter.error,
                         letter.reason,
@@ -476,18 +486,19 @@ class _Database:
     def dead_letters(self, job: str | None) -> list[DeadLetter]:
         where, params = ("", ()) if job is None else (" WHERE job = ?", (job,))
         rows = self.conn.execute(
-            "SELECT letter_id, kind, job, id, state, event, error, reason, attempts, at"
+            "SELECT letter_id, kind, job, id, state, meta, event, error, reason, attempts, at"
             f" FROM dead_letters{where} ORDER BY at, seq",
             params,
         ).fetchall()
         letters: list[DeadLetter] = []
-        for letter_id, kind, job_name, id, state, event, error, reason, attempts, at in rows:
+        for letter_id, kind, job_name, id, state, meta, event, error, reason, attempts, at in rows:
             what = f"dead letter {letter_id}"
             letters.append(
                 DeadLetter(
                     id=letter_id,
                     key=_key_of(kind, job_name, id),
                     state=_load(state, what),
+                    meta=_load(meta, what),
                     event=_load(event, what),
                     error=error,
                     reason=reason,
@@ -501,6 +512,10 @@ class _Database:
         with self.write() as conn:
             cursor = conn.execute("DELETE FROM dead_letters WHERE letter_id = ?", (letter_id,))
             return cursor.rowcount == 1
+
+    def data_version(self) -> int:
+        row = self.conn.execute("PRAGMA data_version").fetchone()
+        return 0 if row is None else int(row[0])
 
     def forget_seen_before(self, cutoff_us: int) -> int:
         with self.write() as conn:
@@ -588,6 +603,16 @@ class SqliteStorage:
         """Drop remembered event ids accepted before `cutoff` (strictly); returns how many."""
         cutoff_us = _micros(cutoff)
         return await self._call(lambda db: db.forget_seen_before(cutoff_us))
+
+    async def wait_for_change(self) -> None:
+        """Return once another connection (process) has committed to the file."""
+        # `PRAGMA data_version` changes only for commits by other connections; polling it
+        # is one cheap statement on the storage thread
+        start = await self._call(_Database.data_version)
+        while True:
+            await asyncio.sleep(_CHANGE_POLL)
+            if await self._call(_Database.data_version) != start:
+                return
 
     async def close(self) -> None:
         """Close the connection and stop the thread; the storage cannot be used after."""
@@ -770,6 +795,7 @@ class _SqliteTransaction:
         self._record_changed = False
         self._queue_purged = False
         self._letters: list[DeadLetter] = []
+        self._letters_removed: set[str] = set()
         self._remembered: dict[str, datetime] = {}
         self._pushed: dict[str, QueueItem] = {}
         self._removed: set[str] = set()
@@ -807,6 +833,11 @@ class _SqliteTransaction:
         """Record a dead letter on commit."""
         self._check_open()
         self._letters.append(copy_letter(letter))
+
+    def remove_dead_letter(self, letter_id: str) -> None:
+        """Delete a dead letter on commit; unknown ids are ignored."""
+        self._check_open()
+        self._letters_removed.add(letter_id)
 
     async def has_seen(self, event_id: str) -> bool:
         """Whether `event_id` was accepted before, or earlier in this transaction."""
@@ -880,6 +911,7 @@ class _SqliteTransaction:
             removed=frozenset(self._removed),
             pushed=tuple(self._pushed.values()),
             letters=tuple(self._letters),
+            letters_removed=frozenset(self._letters_removed),
             remembered=tuple(self._remembered.items()),
         )
 

@@ -1,0 +1,360 @@
+"""
+The `durable-jobs` command: run a worker, look at instances and dead letters, run the demo.
+
+Exit codes: 0 success, 1 unexpected failure, 2 bad usage (arguments, module path),
+3 not found (job, instance, dead letter), 4 storage unreadable or failing, 5 conflict.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import json
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TextIO, TypeGuard
+
+from ._clock import Clock, SystemClock
+from ._errors import (
+    ConflictError,
+    DeadLetterNotFoundError,
+    InstanceNotFoundError,
+    StorageError,
+)
+from ._runtime import _admin
+from ._runtime._engine import DEFAULT_DATABASE, Engine
+from ._storage._interface import DeadLetter, InstanceRecord, Storage
+from ._storage._sqlite import SqliteStorage
+
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+EXIT_STORAGE = 4
+EXIT_CONFLICT = 5
+
+
+class UsageError(Exception):
+    """A bad argument the parser could not catch (e.g. a module path)."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    command: Callable[[argparse.Namespace], int] = args.run
+    try:
+        return command(args)
+    except UsageError as exc:
+        _fail(f"durable-jobs: {exc}")
+        return EXIT_USAGE
+    except (InstanceNotFoundError, DeadLetterNotFoundError) as exc:
+        _fail(f"durable-jobs: {exc}")
+        return EXIT_NOT_FOUND
+    except StorageError as exc:
+        _fail(f"durable-jobs: storage error: {exc}")
+        return EXIT_STORAGE
+    except ConflictError as exc:
+        _fail(f"durable-jobs: {exc}")
+        return EXIT_CONFLICT
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="durable-jobs", description="Durable background jobs: worker and operator tools."
+    )
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    worker = commands.add_parser(
+        "worker", help="run the alarm loop of an engine until SIGTERM or SIGINT"
+    )
+    worker.add_argument("app", metavar="MODULE:ENGINE", help="where the Engine lives")
+    worker.set_defaults(run=_worker)
+
+    status = commands.add_parser("status", help="instances per job and status, as a table")
+    _storage_options(status)
+    status.set_defaults(run=_status)
+
+    inspect = commands.add_parser("inspect", help="one instance: state, alarm, attempts, error")
+    _storage_options(inspect)
+    inspect.add_argument("job")
+    inspect.add_argument("id")
+    inspect.set_defaults(run=_inspect)
+
+    letters = commands.add_parser("dead-letters", help="list, show, resume or discard")
+    actions = letters.add_subparsers(required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="every dead letter, oldest first")
+    _storage_options(listing)
+    listing.add_argument("--job", help="only this job's letters")
+    listing.set_defaults(run=_letters_list)
+    for name, run, text in (
+        ("show", _letters_show, "one letter as JSON"),
+        ("resume", _letters_resume, "run the letter's work again (due now), delete the letter"),
+        ("discard", _letters_discard, "delete the letter"),
+    ):
+        action = actions.add_parser(name, help=text)
+        _storage_options(action)
+        action.add_argument("letter_id", metavar="LETTER_ID")
+        action.set_defaults(run=run)
+
+    demo = commands.add_parser("demo", help="run the self-contained demo on SQLite")
+    demo.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def _storage_options(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--db", type=Path, help=f"a SQLite database file (default: ./{DEFAULT_DATABASE})"
+    )
+    where.add_argument("--app", metavar="MODULE:ENGINE", help="use this engine's storage")
+
+
+# -- commands -------------------------------------------------------------------------------
+
+
+def _worker(args: argparse.Namespace) -> int:
+    engine = _load_engine(args.app)
+    return asyncio.run(_serve(engine))
+
+
+async def _serve(engine: Engine[object]) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(number, stop.set)
+    names = ", ".join(engine.job_names) or "no jobs"
+    print(f"durable-jobs worker: serving {names}", file=sys.stderr, flush=True)
+    async with engine:
+        await stop.wait()
+        print("durable-jobs worker: stopping after in-flight work", file=sys.stderr, flush=True)
+    await engine.storage.close()
+    return EXIT_OK
+
+
+def _status(args: argparse.Namespace) -> int:
+    async def run(storage: Storage, clock: Clock) -> int:
+        del clock
+        records = await storage.list_instances()
+        letters = await storage.dead_letters()
+        rows: dict[tuple[str, str, str], int] = {}
+        for record in records:
+            row = (record.key.job, record.key.kind.value, record.status.value)
+            rows[row] = rows.get(row, 0) + 1
+        table = [[job, kind, status, str(count)] for (job, kind, status), count in rows.items()]
+        _table(sys.stdout, ["JOB", "KIND", "STATUS", "INSTANCES"], sorted(table))
+        print(f"\n{len(records)} instances, {len(letters)} dead letters")
+        return EXIT_OK
+
+    return _with_storage(args, run)
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    job: str = args.job
+    id: str = args.id
+
+    async def run(storage: Storage, clock: Clock) -> int:
+        del clock
+        _print_json(_record_json(await _admin.find_instance(storage, job, id)))
+        return EXIT_OK
+
+    return _with_storage(args, run)
+
+
+def _letters_list(args: argparse.Namespace) -> int:
+    job: str | None = args.job
+
+    async def run(storage: Storage, clock: Clock) -> int:
+        del clock
+        letters = await storage.dead_letters(job)
+        table = [
+            [
+                letter.id,
+                letter.key.job,
+                letter.key.id,
+                letter.reason,
+                str(letter.attempts),
+                letter.at.isoformat(timespec="seconds"),
+                _shorten(letter.error),
+            ]
+            for letter in letters
+        ]
+        _table(sys.stdout, ["ID", "JOB", "INSTANCE", "REASON", "ATTEMPTS", "AT", "ERROR"], table)
+        print(f"\n{len(letters)} dead letters")
+        return EXIT_OK
+
+    return _with_storage(args, run)
+
+
+def _letters_show(args: argparse.Namespace) -> int:
+    letter_id: str = args.letter_id
+
+    async def run(storage: Storage, clock: Clock) -> int:
+        del clock
+        _print_json(_letter_json(await _admin.find_dead_letter(storage, letter_id)))
+        return EXIT_OK
+
+    return _with_storage(args, run)
+
+
+def _letters_resume(args: argparse.Namespace) -> int:
+    letter_id: str = args.letter_id
+
+    async def run(storage: Storage, clock: Clock) -> int:
+        result = await _admin.resume(storage, clock, letter_id)
+        key = result.key
+        print(f"{result.action}: {key.kind.value} {key.job} {key.id}, due now; letter deleted")
+        return EXIT_OK
+
+    return _with_storage(args, run)
+
+
+def _letters_discard(args: argparse.Namespace) -> int:
+    letter_id: str = args.letter_id
+
+    async def run(storage: Storage, clock: Clock) -> int:
+        del clock
+        await _admin.discard(storage, letter_id)
+        print(f"discarded {letter_id}")
+        return EXIT_OK
+
+    return _with_storage(args, run)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from . import demo  # noqa: PLC0415  (the demo is only imported when asked for)
+
+    rest: list[str] = args.rest
+    return demo.main(rest)
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def _with_storage(
+    args: argparse.Namespace, run: Callable[[Storage, Clock], Coroutine[None, None, int]]
+) -> int:
+    """Run `run` against the storage of `--app`, or the SQLite file of `--db`."""
+    app: str | None = args.app
+    db: Path | None = args.db
+    storage: Storage
+    clock: Clock
+    if app is not None:
+        engine = _load_engine(app)
+        storage, clock = engine.storage, engine.clock
+    else:
+        path = db if db is not None else Path(DEFAULT_DATABASE)
+        if not path.is_file():
+            msg = f"no database file at {str(path)!r} (give --db PATH or --app MODULE:ENGINE)"
+            raise StorageError(msg)
+        storage, clock = SqliteStorage(path), SystemClock()
+
+    async def go() -> int:
+        try:
+            return await run(storage, clock)
+        finally:
+            await storage.close()
+
+    return asyncio.run(go())
+
+
+def _load_engine(spec: str) -> Engine[object]:
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        msg = f"expected MODULE:ENGINE (like myapp.jobs:engine), got {spec!r}"
+        raise UsageError(msg)
+    # the current directory is where users keep their app, as with other task runners
+    if "" not in sys.path:
+        sys.path.insert(0, "")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        msg = f"cannot import module {module_name!r}: {exc}"
+        raise UsageError(msg) from exc
+    value: object = module
+    for part in attribute.split("."):
+        if not hasattr(value, part):
+            msg = f"module {module_name!r} has no attribute {attribute!r}"
+            raise UsageError(msg)
+        value = getattr(value, part)
+    if not _is_engine(value):
+        msg = f"{spec} is a {type(value).__name__}, not a durable_jobs.Engine"
+        raise UsageError(msg)
+    return value
+
+
+def _is_engine(value: object) -> TypeGuard[Engine[object]]:
+    # the CLI uses no deps-typed API of the engine, so any R will do
+    return isinstance(value, Engine)
+
+
+def _record_json(record: InstanceRecord) -> dict[str, object]:
+    return {
+        "kind": record.key.kind.value,
+        "job": record.key.job,
+        "id": record.key.id,
+        "status": record.status.value,
+        "state": record.state,
+        "meta": record.meta,
+        "alarm_at": _time(record.alarm_at),
+        "attempt": record.attempt,
+        "retry_started_at": _time(record.retry_started_at),
+        "defects": record.defects,
+        "last_error": record.last_error,
+        "created_at": _time(record.created_at),
+        "updated_at": _time(record.updated_at),
+    }
+
+
+def _letter_json(letter: DeadLetter) -> dict[str, object]:
+    return {
+        "id": letter.id,
+        "kind": letter.key.kind.value,
+        "job": letter.key.job,
+        "instance": letter.key.id,
+        "reason": letter.reason,
+        "attempts": letter.attempts,
+        "at": _time(letter.at),
+        "error": letter.error,
+        "state": letter.state,
+        "event": letter.event,
+    }
+
+
+def _time(when: datetime | None) -> str | None:
+    return None if when is None else when.isoformat()
+
+
+def _print_json(value: dict[str, object]) -> None:
+    print(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def _shorten(text: str, width: int = 60) -> str:
+    line = text.splitlines()[0] if text else ""
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def _table(out: TextIO, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [len(name) for name in header]
+    for row in rows:
+        widths = [max(width, len(cell)) for width, cell in zip(widths, row, strict=True)]
+    for row in (header, *rows):
+        out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+        out.write("\n")
+
+
+def _fail(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def run() -> None:
+    """Console-script entry point."""
+    with contextlib.suppress(BrokenPipeError):
+        sys.exit(main())
