@@ -128,8 +128,17 @@ def _worker(args: argparse.Namespace) -> int:
 async def _serve(engine: Engine[object]) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    main_task = asyncio.current_task()
+
+    def on_signal() -> None:
+        # first signal: finish in-flight alarms; second: give them up (their leases expire
+        # and another worker runs them again, so nothing is lost either way)
+        if stop.is_set() and main_task is not None:
+            main_task.cancel()
+        stop.set()
+
     for number in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(number, stop.set)
+        loop.add_signal_handler(number, on_signal)
     names = ", ".join(engine.job_names) or "no jobs"
     print(f"durable-jobs worker: serving {names}", file=sys.stderr, flush=True)
     async with engine:

@@ -254,21 +254,52 @@ class Engine(Generic[R]):
                 await watcher
 
     async def _serve(self) -> None:
-        while not self._stopping:
-            self._wake_event.clear()
-            self._known_next = None
-            try:
-                next_at = await self.run_due()
-            except Exception:
-                logger.exception("worker iteration failed; retrying shortly")
-                next_at = self._clock.now() + timedelta(seconds=1)
-            if self._should_stop():
-                break
-            if next_at is not None:
-                # never busy-wait: an alarm that is due but not claimable waits a moment
-                next_at = max(next_at, self._clock.now() + _MIN_IDLE)
-            self._known_next = next_at
-            await self._clock.sleep_until(next_at, self._wake_event)
+        # a slot frees as soon as its alarm ends: a slow alarm never holds back the others
+        running: set[asyncio.Task[None]] = set()
+
+        def finished(task: asyncio.Task[None]) -> None:
+            running.discard(task)
+            self._wake_event.set()
+
+        try:
+            while not self._stopping:
+                self._wake_event.clear()
+                self._known_next = None
+                try:
+                    next_at = await self._claim_into(running, finished)
+                except Exception:
+                    logger.exception("worker iteration failed; retrying shortly")
+                    next_at = self._clock.now() + timedelta(seconds=1)
+                if self._should_stop():  # stop() may have run while we awaited
+                    break
+                if next_at is not None:
+                    # never busy-wait: an alarm that is due but not claimable waits a moment
+                    next_at = max(next_at, self._clock.now() + _MIN_IDLE)
+                self._known_next = next_at
+                await self._clock.sleep_until(next_at, self._wake_event)
+        finally:
+            # graceful: in-flight alarms finish (a cancelled worker cancels them instead,
+            # and their leases expire so another worker runs them again)
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
+
+    async def _claim_into(
+        self,
+        running: set[asyncio.Task[None]],
+        finished: Callable[[asyncio.Task[None]], None],
+    ) -> datetime | None:
+        """Start due alarms in free slots; the time to look again (None: only when woken)."""
+        while True:
+            free = self._concurrency - len(running)
+            if free <= 0:
+                return None  # a finishing alarm wakes the loop
+            keys = await self._storage.claim_due(self._clock.now(), limit=free, lease=self._lease)
+            for key in keys:
+                task = asyncio.create_task(self._run_alarm(key), name=f"alarm {key.job}:{key.id}")
+                running.add(task)
+                task.add_done_callback(finished)
+            if len(keys) < free:
+                return await self._storage.next_alarm_at()
 
 
 def _register_all(
