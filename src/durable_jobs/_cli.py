@@ -61,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConflictError as exc:
         _fail(f"durable-jobs: {exc}")
         return EXIT_CONFLICT
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         return 130
 
 

@@ -67,7 +67,7 @@ def _from_text(prefix: str, value: str) -> timedelta:
     if match is None or unit is None:
         msg = f"{prefix}invalid duration {value!r} ({_EXAMPLES})"
         raise InvalidDefinitionError(msg)
-    return timedelta(seconds=float(match.group(1)) * unit)
+    return _seconds(prefix, value, float(match.group(1)) * unit)
 
 
 def _from_seconds(prefix: str, value: object) -> timedelta:
@@ -78,4 +78,12 @@ def _from_seconds(prefix: str, value: object) -> timedelta:
     if not math.isfinite(value) or value < 0:
         msg = f"{prefix}invalid duration {value!r} (seconds must be finite and >= 0)"
         raise InvalidDefinitionError(msg)
-    return timedelta(seconds=value)
+    return _seconds(prefix, value, value)
+
+
+def _seconds(prefix: str, value: object, seconds: float) -> timedelta:
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError as error:  # beyond what a timedelta holds (about 2.7 million years)
+        msg = f"{prefix}invalid duration {value!r} (too long)"
+        raise InvalidDefinitionError(msg) from error

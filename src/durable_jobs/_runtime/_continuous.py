@@ -141,7 +141,9 @@ class ContinuousHandler(Generic[I, S, E, R]):
                 if record is not None:
                     tx.save(record)
                 return
-            await self._run(tx, now, new_run=record is not None and record.attempt == 1)
+            # a retry (of an `Err` or of a defect) repeats its run: it keeps the run number
+            retrying = record is not None and (record.attempt > 1 or record.defects > 0)
+            await self._run(tx, now, new_run=not retrying)
 
     async def _run(
         self, tx: InstanceTransaction, now: datetime, *, new_run: bool, keep: bool = False

@@ -392,6 +392,7 @@ def _dead_letter(
             id=uuid.uuid4().hex,
             key=record.key,
             state=record.state,
+            meta=record.meta,
             event=execution.event,
             error=error_text,
             reason=reason,
