@@ -32,9 +32,11 @@ class WorkerPool(JobDefinition[R], Generic[I, S, E, R]):
     A durable queue: `concurrency` instances each process their FIFO queue one event at a time.
 
     `enqueue` routes round-robin, or by `partition_key` (a stable hash: one key, one instance,
-    FIFO per key); a higher `priority` runs first within an instance. A final failure of one
-    event goes to `on_error` (whose `ctx.state` is that event) or to a dead-letter record, and
-    the instance moves on.
+    FIFO per key), or, without a key, by a caller-given `event_id` (a stable hash, so a repeated
+    id is always recognised as a duplicate); a higher `priority` runs first within an instance.
+    An event being retried blocks its instance until it is done. A final failure of one event
+    goes to `on_error` (whose `ctx.state` is that event; `ctx.terminate()` drops just that
+    event) or to a dead-letter record, and the instance moves on.
 
     Type parameters:
         I: the event type (`event=`), validated on `enqueue`.

@@ -20,6 +20,7 @@ from .._contexts import (
 )
 from .._errors import ExecutionError
 from .._observe import JobEvent
+from .._result import Err, Ok, Result
 from .._serde import decode, encode
 from .._storage._interface import InstanceKey, InstanceRecord, InstanceTransaction, JobKind
 from ._common import execution_info, is_due, key_of, new_record, require_instance
@@ -91,7 +92,9 @@ class TaskHandler(Generic[I, S, E, R]):
                 if schedule.at is None:
                     await self._idle(cell, schedule, info, "on_event")
             except TerminateSignal as signal:
-                tx.purge()
+                tx.purge()  # seen event ids survive a purge: a redelivery is a duplicate
+                if event_id is not None:
+                    tx.remember(event_id, now)
                 self._terminated(key, now, signal.reason)
                 return SendResult(created=existing is None, scheduled_at=None, terminated=True)
             except Exception as exc:
@@ -174,6 +177,17 @@ class TaskHandler(Generic[I, S, E, R]):
         schedule = ScheduleCell(None)
         info = execution_info(record.key, record.attempt, now)
         context = TaskExecuteContext(info, self._deps, cell, schedule, meta.execute_count)
+
+        async def execute_then_idle() -> Result[None, E]:
+            # `on_idle` after a success is part of this execution, so the runner treats it
+            # like `execute`: if it raises, that is a defect (retried by the defect policy,
+            # then parked, never lost); if it terminates, the task is purged
+            returned = job.execute(context)
+            result = returned if isinstance(returned, Ok | Err) else await returned
+            if isinstance(result, Ok) and schedule.at is None:
+                await self._idle(cell, schedule, info, "execute")
+            return result
+
         outcome = await run_execution(
             self._services,
             tx,
@@ -181,7 +195,7 @@ class TaskHandler(Generic[I, S, E, R]):
             Execution(
                 info=info,
                 deps=self._deps,
-                call=lambda: job.execute(context),
+                call=execute_then_idle,
                 retry=job.retry,
                 on_error=job.on_error,
                 error_state=state,
@@ -192,7 +206,7 @@ class TaskHandler(Generic[I, S, E, R]):
         if after is None:
             return outcome
         if isinstance(outcome, Succeeded):
-            await self._after(tx, after, cell, schedule, info, "execute", now)
+            self._commit(tx, after, self._meta(after), cell, schedule, now, "execute")
         elif isinstance(outcome, FailedFinally) and outcome.rescheduled_at is None:
             await self._after(
                 tx, after, StateCell(state), ScheduleCell(None), info, "on_error", now

@@ -1,23 +1,33 @@
 """The WorkerPool handler: N partitions, each draining its queue one event at a time."""
 
 import itertools
+import json
 import uuid
 import zlib
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Generic
 
 import attrs
 from typing_extensions import TypeVar
 
-from .._contexts import WorkerPoolContext
+from .._contexts import (
+    ErrorContext,
+    ExecutionInfo,
+    ScheduleCell,
+    TerminateSignal,
+    WorkerPoolContext,
+)
 from .._observe import JobEvent
 from .._serde import decode, encode
 from .._storage._interface import (
     InstanceKey,
     InstanceRecord,
     InstanceStatus,
+    InstanceTransaction,
     JobKind,
     QueueItem,
 )
+from .._types import JsonValue
 from ._common import execution_info, key_of, new_record, require_instance
 from ._results import (
     CancelResult,
@@ -26,7 +36,7 @@ from ._results import (
     PartitionStatusName,
     PoolStatus,
 )
-from ._runner import Execution, FailedFinally, RetryScheduled, Succeeded, run_execution
+from ._runner import Defect, Execution, FailedFinally, Outcome, Succeeded, run_execution
 from ._services import Services
 
 
@@ -43,10 +53,43 @@ _BATCH = 100
 
 
 @attrs.frozen(kw_only=True)
+class InFlight:
+    """
+    The event a partition has started and not finished (a retry or a defect retry is pending).
+
+    The partition is blocked behind it: its next run is this event's next attempt, even when
+    an event of higher priority arrived meanwhile (the attempt counter belongs to it).
+    """
+
+    event_id: str
+    event: str
+    """The event as JSON text."""
+    priority: int = 0
+    partition_key: str | None = None
+
+    @classmethod
+    def of(cls, item: QueueItem) -> "InFlight":
+        """The in-flight record of a queued item."""
+        return cls(
+            event_id=item.event_id,
+            event=json.dumps(item.event, separators=(",", ":")),
+            priority=item.priority,
+            partition_key=item.partition_key,
+        )
+
+    def event_json(self) -> JsonValue:
+        """The event as a JSON value."""
+        value: JsonValue = json.loads(self.event)
+        return value
+
+
+@attrs.frozen(kw_only=True)
 class PoolMeta:
     """A partition's bookkeeping, stored in the record's `meta`."""
 
     processed: int = 0
+    current: InFlight | None = None
+    """The event whose retry is pending, if any: it runs before anything else."""
 
 
 def partition_of(partition_key: str, concurrency: int) -> int:
@@ -88,13 +131,24 @@ class WorkerPoolHandler(Generic[I, S, E, R]):
         priority: int = 0,
         event_id: str | None = None,
     ) -> EnqueueResult:
-        """Queue `event` on its partition and wake it."""
+        """
+        Queue `event` on its partition and wake it.
+
+        Routing: by `partition_key` when given (stable hash), else by the caller's `event_id`
+        when given (stable hash, so a repeated id is always detected as a duplicate), else
+        round-robin.
+        """
         job = self._job
         require_instance("event", event, job.event)
         require_instance("priority", priority, int)
         if partition_key is not None:
             require_instance("partition_key", partition_key, str)
             partition = partition_of(partition_key, job.concurrency)
+        elif event_id is not None:
+            # a caller's id routes by its hash, so a repeat lands on the partition that
+            # remembers it and is recognised as a duplicate in one atomic operation
+            require_instance("event_id", event_id, str)
+            partition = partition_of(event_id, job.concurrency)
         else:
             partition = next(self._round_robin) % job.concurrency
         event_id = event_id if event_id is not None else uuid.uuid4().hex
@@ -132,12 +186,45 @@ class WorkerPoolHandler(Generic[I, S, E, R]):
             return EnqueueResult(event_id=event_id, partition=partition)
 
     async def cancel(self, event_id: str) -> CancelResult:
-        """Remove a queued event (one that has not started) from whichever partition holds it."""
+        """
+        Remove a queued event from whichever partition holds it.
+
+        An event waiting for a retry can be cancelled too: its remaining attempts are dropped.
+        """
+        services = self._services
         for partition in range(self._job.concurrency):
-            async with self._services.storage.instance(self.key(partition)) as tx:
-                if await tx.queue_remove(event_id):
-                    return CancelResult(cancelled=True, partition=partition)
+            async with services.storage.instance(self.key(partition)) as tx:
+                if not await tx.queue_remove(event_id):
+                    continue
+                record = tx.record
+                if record is not None:
+                    await self._forget_in_flight(tx, record, event_id)
+                return CancelResult(cancelled=True, partition=partition)
         return CancelResult(cancelled=False)
+
+    async def _forget_in_flight(
+        self, tx: InstanceTransaction, record: InstanceRecord, event_id: str
+    ) -> None:
+        """After cancelling `event_id`: if it was waiting for a retry, move on to the next."""
+        meta = self._meta(record)
+        if meta.current is None or meta.current.event_id != event_id:
+            return
+        services = self._services
+        now = services.clock.now()
+        due = record.status is InstanceStatus.ACTIVE and await tx.queue_size() > 0
+        tx.save(
+            attrs.evolve(
+                record,
+                meta=encode(attrs.evolve(meta, current=None)),
+                alarm_at=now if due else None,
+                attempt=1,
+                defects=0,
+                retry_started_at=None,
+                updated_at=now,
+            )
+        )
+        if due:
+            services.wake(now)
 
     async def pause(self) -> None:
         """Stop dequeuing on every partition; queued events are kept."""
@@ -198,20 +285,25 @@ class WorkerPoolHandler(Generic[I, S, E, R]):
             ):
                 tx.save(record)
                 return False
-            item = await tx.queue_peek()
-            if item is None:
-                tx.save(attrs.evolve(record, alarm_at=None, updated_at=now))
-                return False
-            event = decode(item.event, job.event)
+            meta = self._meta(record)
+            current = meta.current
+            if current is None:
+                item = await tx.queue_peek()
+                if item is None:
+                    tx.save(attrs.evolve(record, alarm_at=None, updated_at=now))
+                    return False
+                current = InFlight.of(item)
+            event_json = current.event_json()
+            event = decode(event_json, job.event)
             info = execution_info(key, record.attempt, now)
             context = WorkerPoolContext(
                 info,
                 self._deps,
                 event,
-                item.event_id,
+                current.event_id,
                 int(key.id),
-                item.partition_key,
-                item.priority,
+                current.partition_key,
+                current.priority,
             )
             outcome = await run_execution(
                 services,
@@ -222,39 +314,78 @@ class WorkerPoolHandler(Generic[I, S, E, R]):
                     deps=self._deps,
                     call=lambda: job.execute(context),
                     retry=job.retry,
-                    on_error=job.on_error,
+                    on_error=self._on_error(key, info, event),
                     error_state=event,
-                    event=item.event,
+                    event=event_json,
                     park_on_defect=False,
                 ),
             )
             after = tx.record
             if after is None:
                 return False
-            done = isinstance(outcome, Succeeded) or (
-                isinstance(outcome, FailedFinally) and outcome.rescheduled_at is None
+            after_meta = self._meta(after)
+            if not _event_done(outcome):
+                # a retry, a defect retry or an `on_error` reschedule is pending: the
+                # partition stays blocked behind this event until it is done
+                tx.save(attrs.evolve(after, meta=encode(attrs.evolve(after_meta, current=current))))
+                return False
+            await tx.queue_remove(current.event_id)
+            processed = after_meta.processed + (1 if isinstance(outcome, Succeeded) else 0)
+            more = await tx.queue_size() > 0
+            tx.save(
+                attrs.evolve(
+                    after,
+                    meta=encode(attrs.evolve(after_meta, processed=processed, current=None)),
+                    alarm_at=now if more else None,
+                    attempt=1,
+                    defects=0,
+                    retry_started_at=None,
+                    updated_at=now,
+                )
             )
-            if not done and not isinstance(outcome, RetryScheduled | FailedFinally):
-                # a defect: retried by the defect policy, or given up (dead letter written)
-                done = after.alarm_at is None or after.alarm_at <= now
-            if done:
-                await tx.queue_remove(item.event_id)
-                meta = self._meta(after)
-                processed = meta.processed + (1 if isinstance(outcome, Succeeded) else 0)
-                more = await tx.queue_size() > 0
-                tx.save(
-                    attrs.evolve(
-                        after,
-                        meta=encode(attrs.evolve(meta, processed=processed)),
-                        alarm_at=now if more else None,
-                        attempt=1,
-                        defects=0,
-                        retry_started_at=None,
-                        updated_at=now,
+            return more
+
+    def _on_error(
+        self, key: InstanceKey, info: ExecutionInfo, event: I
+    ) -> "Callable[[E, ErrorContext[I, R]], Awaitable[None]] | None":
+        """
+        The user's `on_error`, where `ctx.terminate()` drops only the failed event.
+
+        For a pool, terminating must not purge the partition (other callers' queued events
+        live there): it ends the event without a dead letter, like a handled failure.
+        """
+        user = self._job.on_error
+        if user is None:
+            return None
+        services = self._services
+        deps = self._deps
+
+        async def handle(error: E, ctx: ErrorContext[I, R]) -> None:
+            cell = ScheduleCell(None)
+            own: ErrorContext[I, R] = ErrorContext(
+                info, deps, event, ctx.attempts, ctx.reason, cell
+            )
+            try:
+                handled = user(error, own)
+                if handled is not None:
+                    await handled
+            except TerminateSignal as signal:
+                services.events.emit(
+                    JobEvent(
+                        type="job.terminated",
+                        kind=key.kind,
+                        job=key.job,
+                        id=key.id,
+                        at=services.clock.now(),
+                        attempt=info.attempt,
+                        reason=signal.reason,
                     )
                 )
-                return more
-            return False
+                return
+            if cell.at is not None:
+                ctx.reschedule(cell.at - info.now)
+
+        return handle
 
     async def _set_paused(self, *, paused: bool) -> None:
         services = self._services
@@ -286,3 +417,15 @@ class WorkerPoolHandler(Generic[I, S, E, R]):
         if record.meta is None:
             return PoolMeta()
         return decode(record.meta, PoolMeta)
+
+
+def _event_done(outcome: Outcome) -> bool:
+    """Whether the partition is finished with its event (success, or given up on)."""
+    if isinstance(outcome, Succeeded):
+        return True
+    if isinstance(outcome, FailedFinally):
+        return outcome.rescheduled_at is None
+    if isinstance(outcome, Defect):
+        return outcome.retry_at is None
+    # retry scheduled; a terminated partition never gets here (its record is gone)
+    return False
