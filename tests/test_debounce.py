@@ -13,6 +13,7 @@ from durable_jobs import (
     Err,
     ErrorContext,
     FailedFinally,
+    InvalidDefinitionError,
     MemoryStorage,
     Ok,
     Result,
@@ -180,3 +181,18 @@ async def test_add_json_names_the_failing_field(clock: TestClock) -> None:
         await engine.client.debounce(job).add_json("t", '{"email": 5}')
     assert "email" in info.value.path
     assert await storage.list_instances() == []
+
+
+def test_execute_annotated_for_another_state_without_on_event_is_rejected() -> None:
+    def wants_digest(ctx: DebounceExecuteContext[Digest]) -> Result[None, MailError]:
+        return Ok(None)
+
+    with pytest.raises(InvalidDefinitionError, match=r"execute: expects .*Digest.*Signup"):
+        Debounce(name="d", event=Signup, flush_after=5, execute=wants_digest)
+
+    def wants_signup(ctx: DebounceExecuteContext[Signup]) -> Result[None, MailError]:
+        return Ok(None)
+
+    assert (
+        Debounce(name="d", event=Signup, flush_after=5, execute=wants_signup).state_class is Signup
+    )

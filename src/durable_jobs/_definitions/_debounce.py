@@ -1,5 +1,7 @@
 """`Debounce`: coalesce events per id into a batch, flushed once."""
 
+import inspect
+import typing
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Generic, Never
@@ -72,6 +74,8 @@ class Debounce(JobDefinition[R], Generic[I, S, E, R]):
                 f"omitted or be the event class; got state={self.state!r}, event={self.event!r}"
             )
             raise InvalidDefinitionError(msg)
+        if self.on_event is None:
+            _require_event_state(self.execute, self.event)
         # Without on_event, S is I (the class's PEP 696 default): the state class is the
         # event class and the fold keeps the latest event. No checker can relate S to I
         # inside the class, so these two derived fields are set untyped, once, here.
@@ -101,3 +105,31 @@ class Debounce(JobDefinition[R], Generic[I, S, E, R]):
 
 def _keep_latest(context: DebounceEventContext[object, object, object]) -> object:
     return context.event
+
+
+def _require_event_state(execute: object, event: type) -> None:
+    """
+    Without `on_event` the batch is the latest event: reject an `execute` annotated otherwise.
+
+    The checkers cannot tie S to I here (see docs/typing.md, caveats), so an annotated
+    `execute` is checked at definition time instead; unannotated callables pass.
+    """
+    if not callable(execute):
+        return
+    try:
+        hints = typing.get_type_hints(execute)
+        first = next(iter(inspect.signature(execute).parameters))
+    except Exception:
+        return
+    annotation: object = hints.get(first)
+    args: tuple[object, ...] = typing.get_args(annotation)
+    if typing.get_origin(annotation) is not DebounceExecuteContext or not args:
+        return
+    expected = args[0]
+    if isinstance(expected, type) and not issubclass(event, expected):
+        msg = (
+            f"execute: expects DebounceExecuteContext[{expected.__qualname__}], but without"
+            f" on_event the batch is the latest event, a {event.__qualname__}; pass"
+            " on_event= and state= to collect events into another type"
+        )
+        raise InvalidDefinitionError(msg)
