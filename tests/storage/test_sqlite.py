@@ -175,3 +175,27 @@ async def test_a_rejected_operation_changes_nothing_on_disk(tmp_path: Path) -> N
         await client.add_json("b", "{not json")
     await engine.storage.close()
     assert dump() == before
+
+
+async def test_a_live_holder_keeps_its_lock_past_the_lease(tmp_path: Path) -> None:
+    holder = SqliteStorage(tmp_path / "jobs.db", lock_lease="150 milliseconds")
+    other = SqliteStorage(tmp_path / "jobs.db", lock_lease="150 milliseconds")
+    order: list[str] = []
+
+    async def hold() -> None:
+        async with holder.instance(KEY) as tx:
+            order.append("held")
+            await asyncio.sleep(0.6)  # four leases: the heartbeat must keep the lock
+            tx.save(record(1))
+            order.append("released")
+
+    async def take() -> None:
+        await asyncio.sleep(0.05)
+        async with other.instance(KEY) as tx:
+            order.append("taken")
+            assert tx.record == record(1)
+
+    await asyncio.gather(hold(), take())
+    assert order == ["held", "released", "taken"]
+    await holder.close()
+    await other.close()

@@ -272,9 +272,10 @@ class Engine(Generic[R]):
                     next_at = self._clock.now() + timedelta(seconds=1)
                 if self._should_stop():  # stop() may have run while we awaited
                     break
-                if next_at is not None:
+                now = self._clock.now()
+                if next_at is not None and next_at <= now:
                     # never busy-wait: an alarm that is due but not claimable waits a moment
-                    next_at = max(next_at, self._clock.now() + _MIN_IDLE)
+                    next_at = now + _MIN_IDLE
                 self._known_next = next_at
                 await self._clock.sleep_until(next_at, self._wake_event)
         finally:

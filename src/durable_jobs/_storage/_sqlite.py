@@ -318,13 +318,12 @@ class _Database:
             )
             return (True, self.read(key))
 
-    def refresh_lock(self, key: InstanceKey, owner: str, until_us: int) -> bool:
+    def refresh_locks(self, keys: Sequence[InstanceKey], owner: str, until_us: int) -> None:
         with self.write() as conn:
-            cursor = conn.execute(
+            conn.executemany(
                 f"UPDATE instance_locks SET until = ? WHERE {_KEY} AND owner = ?",
-                (until_us, *_key_params(key), owner),
+                [(until_us, *_key_params(key), owner) for key in keys],
             )
-            return cursor.rowcount == 1
 
     def unlock(self, key: InstanceKey, owner: str) -> None:
         with self.write() as conn:
@@ -630,6 +629,8 @@ class _Connection:
         self.lock_lease = lock_lease
         self.owner = uuid.uuid4().hex
         self.locks: KeyLocks[InstanceKey] = KeyLocks()
+        self._held: set[InstanceKey] = set()
+        self._heartbeat: asyncio.Task[None] | None = None
         self._busy_timeout = busy_timeout
         self._executor: ThreadPoolExecutor | None = None
         self._db: _Database | None = None
@@ -653,6 +654,31 @@ class _Connection:
             msg = f"SQLite storage {str(self.path)!r} failed: {exc}"
             raise StorageError(msg) from exc
 
+    def hold(self, key: InstanceKey) -> None:
+        """Keep `key`'s lock row alive until `let_go` (one heartbeat for every held lock)."""
+        self._held.add(key)
+        heartbeat = self._heartbeat
+        if heartbeat is None or heartbeat.done():
+            self._heartbeat = asyncio.create_task(self._keep_alive(), name="durable-jobs-locks")
+
+    def let_go(self, key: InstanceKey) -> None:
+        """Stop refreshing `key`'s lock row."""
+        self._held.discard(key)
+
+    async def _keep_alive(self) -> None:
+        period = self.lock_lease.total_seconds() / 3
+        while self._held:
+            await asyncio.sleep(period)
+            keys = list(self._held)
+            if not keys:
+                return
+            _, until_us = self.lock_until()
+            owner = self.owner
+            with contextlib.suppress(StorageError):
+                await self.call(
+                    partial(_Database.refresh_locks, keys=keys, owner=owner, until_us=until_us)
+                )
+
     def lock_until(self) -> tuple[int, int]:
         """Now and the expiry of a lock taken now, in microseconds."""
         # lock rows expire in real time (process liveness), whatever the engine's clock says
@@ -664,6 +690,9 @@ class _Connection:
         if self._closed:
             return
         self._closed = True
+        heartbeat, self._heartbeat = self._heartbeat, None
+        if heartbeat is not None and not heartbeat.done():
+            heartbeat.cancel()
         executor, self._executor = self._executor, None
         if executor is None:
             return
@@ -683,7 +712,6 @@ class _SqliteBlock:
         self._conn = conn
         self._key = key
         self._tx: _SqliteTransaction | None = None
-        self._heartbeat: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> InstanceTransaction:
         if self._tx is not None:
@@ -697,7 +725,7 @@ class _SqliteBlock:
             conn.locks.release(key)
             raise
         self._tx = _SqliteTransaction(conn, key, record)
-        self._heartbeat = asyncio.create_task(self._keep_alive(), name=f"lock {key}")
+        conn.hold(key)
         return self._tx
 
     async def _take(self) -> InstanceRecord | None:
@@ -732,33 +760,18 @@ class _SqliteBlock:
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.1)
 
-    async def _keep_alive(self) -> None:
-        conn, key = self._conn, self._key
-        period = conn.lock_lease.total_seconds() / 3
-        while True:
-            await asyncio.sleep(period)
-            _, until_us = conn.lock_until()
-            owner = conn.owner
-            with contextlib.suppress(StorageError):
-                await conn.call(
-                    partial(_Database.refresh_lock, key=key, owner=owner, until_us=until_us)
-                )
-
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        tx, heartbeat = self._tx, self._heartbeat
+        tx = self._tx
         if tx is None:
             return
         conn, key, owner = self._conn, self._key, self._conn.owner
+        conn.let_go(key)
         try:
-            if heartbeat is not None:
-                heartbeat.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await heartbeat
             changes = tx.close()
             if exc_type is None:
                 await self._commit(changes)
