@@ -15,8 +15,8 @@ demo: $(BIN)/.installed
 	$(BIN)/python -m durable_jobs.demo
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check src tests typing_tests
-	$(BIN)/ruff format --check src tests typing_tests
+	$(BIN)/ruff check src tests typing_tests benchmarks
+	$(BIN)/ruff format --check src tests typing_tests benchmarks
 
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy --strict src
@@ -32,3 +32,10 @@ check: lint typecheck typing-suite test
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache
+
+# Benchmarks (not tests): one Markdown table, about two minutes. The bench extra
+# (tenacity, dbos) is installed when missing; a row says so if it cannot be.
+.PHONY: bench
+bench: $(BIN)/.installed
+	@$(BIN)/python -c 'import tenacity, dbos' 2>/dev/null || $(BIN)/python -m pip install -q -e '.[bench]' || echo "bench: could not install the bench extra; its rows say why"
+	$(BIN)/python -m benchmarks

@@ -1,0 +1,352 @@
+"""Runs every benchmark and turns the measurements into table sections."""
+
+import importlib.metadata
+import importlib.util
+import json
+import sqlite3
+import statistics
+import subprocess
+import sys
+from collections.abc import Sequence
+from typing import cast
+
+from . import debounce_add, latency, runner, worker
+from ._harness import Row, Section, Settings, Stats, missing, number, ratio, row, times
+
+
+SECTIONS = ("debounce", "worker", "latency", "runner", "dbos")
+"""The names `--only` accepts, in running order."""
+
+ADD_TARGET = 0.5
+"""Target: our SQLite `add` throughput at least this fraction of the minimal loop's."""
+P99_TARGET_MS = 50.0
+"""Target: alarm latency p99 below this, idle and under load."""
+SHORT_LEAD = 0.001
+"""Seconds ahead of `send` the alarms of row 3c are scheduled."""
+IDLE_FLOOR_MS = 5.0
+"""The engine's shortest sleep once nothing is due (`_MIN_IDLE` in `_engine.py`)."""
+DBOS_TIMEOUT = 240
+"""Seconds the DBOS subprocess may take before its row says it timed out."""
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def _versus_minimal(ours: Stats, minimal: Stats) -> str:
+    share = ratio(ours.median, minimal.median)
+    return f"{times(share)} minimal (target ≥ {ADD_TARGET}: {_met(share >= ADD_TARGET)})"
+
+
+async def debounce(settings: Settings) -> tuple[Section, tuple[Stats, Stats]]:
+    """Section 1: debounce `add` throughput; also our two SQLite rates, for section 5."""
+    sequential = await debounce_add.ours_sqlite(settings)
+    concurrent = await debounce_add.ours_sqlite(settings, adders=settings.adders)
+    minimal = debounce_add.minimal_sqlite(settings)
+    hopping = await debounce_add.minimal_sqlite_on_thread(settings)
+    memory = await debounce_add.ours_memory(settings)
+    total = settings.ids * settings.events_per_id
+    section = Section(
+        title=(
+            f"1. Debounce add on SqliteStorage ({settings.ids} ids x {settings.events_per_id}"
+            f" events = {total} adds per rep, {settings.reps} reps)"
+        ),
+        rows=(
+            row(
+                "1a",
+                "ours: sequential `await client.add`",
+                sequential,
+                "adds/s",
+                _versus_minimal(sequential, minimal),
+            ),
+            row(
+                "1b",
+                f"ours: {settings.adders} concurrent adders (gather)",
+                concurrent,
+                "adds/s",
+                _versus_minimal(concurrent, minimal),
+            ),
+            row(
+                "1c",
+                "baseline: minimal sqlite3 loop (WAL, NORMAL, 1 txn/event)",
+                minimal,
+                "adds/s",
+                "baseline",
+            ),
+            row(
+                "1d",
+                "diagnostic: minimal loop, 1 thread hop per event",
+                hopping,
+                "adds/s",
+                f"{times(ratio(hopping.median, minimal.median))} minimal",
+            ),
+            row(
+                "1e",
+                "diagnostic: ours on MemoryStorage (no SQLite, no thread)",
+                memory,
+                "adds/s",
+                f"{times(ratio(memory.median, minimal.median))} minimal",
+            ),
+        ),
+        notes=(
+            "each rep starts from an empty file in a fresh temp dir; the engine runs on"
+            " TestClock (no flush). The minimal loop does per event: BEGIN IMMEDIATE, read"
+            " the state row, json.loads, append, json.dumps, write the row, set the alarm"
+            " column if unset, COMMIT, on the calling thread.",
+            "1d and 1e split our cost: 1d is the minimal loop paying one event-loop→thread"
+            " round trip per event (our add makes two), 1e is our engine without storage"
+            " I/O.",
+        ),
+    )
+    return section, (sequential, concurrent)
+
+
+async def continuous(settings: Settings) -> Section:
+    """Section 2: continuous executions per second through the worker."""
+    single = await worker.ours(settings, instances=1)
+    many = await worker.ours(settings, instances=32)
+    minimal = worker.minimal(settings)
+    return Section(
+        title=(
+            f'2. Continuous `every("1 ms")` through the worker on SQLite'
+            f" ({settings.worker_seconds:g} s counted per rep, {settings.timed_reps} reps)"
+        ),
+        rows=(
+            row(
+                "2a",
+                "ours: 1 instance",
+                single,
+                "execs/s",
+                "schedule-bound: a 1 ms schedule allows ~1,000/s; see 3c",
+            ),
+            row(
+                "2b",
+                "ours: 32 instances (concurrency 16)",
+                many,
+                "execs/s",
+                f"{times(ratio(many.median, minimal.median))} minimal",
+            ),
+            row(
+                "2c",
+                "baseline: minimal sqlite3 claim → run → reschedule loop",
+                minimal,
+                "execs/s",
+                "baseline (always due: an upper bound)",
+            ),
+        ),
+        notes=(
+            "`async with engine:` with SystemClock, counted after a 0.3 s warm-up. One"
+            " instance is bound by the schedule plus the worker's idle floor (it never"
+            " sleeps less than 5 ms once nothing is due), not by storage.",
+        ),
+    )
+
+
+def _latency_rows(
+    prefix: str, what: str, runs: Sequence[latency.Latency], timer_runs: Sequence[latency.Latency]
+) -> tuple[Row, Row]:
+    p50 = Stats(tuple(run.p50 for run in runs))
+    p99 = Stats(tuple(run.p99 for run in runs))
+    timer_p50 = statistics.median(run.p50 for run in timer_runs)
+    timer_p99 = statistics.median(run.p99 for run in timer_runs)
+    worst = max(run.worst for run in runs)
+    return (
+        row(
+            f"{prefix}1",
+            f"ours: p50, {what}",
+            p50,
+            "ms",
+            f"event-loop timer alone: p50 {number(timer_p50)} ms",
+        ),
+        row(
+            f"{prefix}2",
+            f"ours: p99, {what}",
+            p99,
+            "ms",
+            f"target < {P99_TARGET_MS:g} ms: {_met(p99.median < P99_TARGET_MS)};"
+            f" worst {number(worst)} ms; timer alone p99 {number(timer_p99)} ms",
+        ),
+    )
+
+
+async def alarm_latency(settings: Settings) -> Section:
+    """Section 3: alarm latency, idle and under load."""
+    idle = await latency.ours(settings, loaded=False)
+    short = await latency.ours(settings, loaded=False, lead=SHORT_LEAD)
+    loaded = await latency.ours(settings, loaded=True)
+    timer_idle = await latency.timer(settings, loaded=False)
+    timer_loaded = await latency.timer(settings, loaded=True)
+    load_rate = statistics.median(run.load_rate for run in loaded)
+    return Section(
+        title=(
+            f"3. Alarm latency, due → `execute` start, SystemClock + SQLite"
+            f" ({settings.latency_samples} alarms per rep, {settings.timed_reps} reps)"
+        ),
+        rows=(
+            *_latency_rows("3a", "worker idle", idle, timer_idle),
+            *_latency_rows(
+                "3b",
+                f"under load ({latency.LOAD_ADDERS} adders, ~{number(load_rate)} adds/s)",
+                loaded,
+                timer_loaded,
+            ),
+            row(
+                "3c",
+                f"ours: p50, worker idle, alarm only {SHORT_LEAD * 1000:g} ms ahead",
+                Stats(tuple(run.p50 for run in short)),
+                "ms",
+                f"vs. 3a1: the worker's idle floor ({IDLE_FLOOR_MS:g} ms) delays near alarms",
+            ),
+        ),
+        notes=(
+            f"a Task schedules its alarm {latency.LEAD * 1000:g} ms ahead in `on_event`;"
+            f" one send every {latency.SPACING * 1000:g} ms; lateness = wall time at the"
+            " start of `execute` - the alarm time `send` returned. The load is debounce"
+            " adds through the same engine and storage thread (batches flush inline every"
+            " 20 events). 'timer alone' is how late `asyncio.sleep` wakes in the same"
+            " conditions: the floor any asyncio scheduler has here.",
+        ),
+    )
+
+
+async def runner_overhead(settings: Settings) -> Section:
+    """Section 4: runner overhead per in-memory execution."""
+    ours = await runner.ours(settings)
+    direct = runner.direct(settings)
+    rows = [
+        row(
+            "4a",
+            "ours: `trigger` on MemoryStorage (block + runner + commit)",
+            ours,
+            "µs/exec",
+            f"{times(ratio(ours.median, direct.median))} direct call",
+        ),
+        row("4b", "direct call of the same function", direct, "µs/exec", "baseline"),
+    ]
+    try:
+        tenacity = runner.with_tenacity(settings)
+    except ImportError as exc:
+        rows.append(missing("4c", "tenacity `Retrying` around it (success)", f"{exc}"))
+    else:
+        rows[0] = row(
+            "4a",
+            rows[0].what,
+            ours,
+            "µs/exec",
+            f"{times(ratio(ours.median, direct.median))} direct;"
+            f" {times(ratio(ours.median, tenacity.median))} tenacity",
+        )
+        rows.append(
+            row(
+                "4c",
+                f"tenacity {runner.tenacity_version()} `Retrying` around it (success)",
+                tenacity,
+                "µs/exec",
+                f"{times(ratio(tenacity.median, direct.median))} direct call",
+            )
+        )
+    overhead = Stats((ours.median - direct.median,))
+    rows.append(
+        row("4d", "ours - direct: runner overhead per execution", overhead, "µs", "derived")
+    )
+    return Section(
+        title=f"4. Runner overhead per in-memory execution ({settings.runner_calls} per rep)",
+        rows=tuple(rows),
+        notes=(
+            "4a includes everything a durable execution does in memory: the instance block,"
+            " decoding the state, the context, the runner, the outcome bookkeeping and the"
+            " commit (a copy of the record). tenacity keeps no state and makes one attempt.",
+        ),
+    )
+
+
+def peer_dbos(settings: Settings, ours: tuple[Stats, Stats] | None) -> Section:
+    """Section 5: DBOS `Debouncer` on SQLite, in a subprocess."""
+    title = "5. Peer: the same add workload through DBOS `Debouncer` on SQLite"
+    # key: (row id, what, index into `ours` and its row id to compare with)
+    names = {
+        "sequential-default": ("5a", "DBOS: sequential `debounce` (its defaults)", 0, "1a"),
+        "concurrent-default": (
+            "5b",
+            f"DBOS: {settings.adders} concurrent `debounce_async`",
+            1,
+            "1b",
+        ),
+        "sequential-wal": ("5c", "DBOS: sequential, file switched to WAL first", 0, "1a"),
+        "concurrent-wal": ("5d", f"DBOS: {settings.adders} concurrent, WAL file", 1, "1b"),
+    }
+    outcome = _run_dbos(settings)
+    error = outcome.get("error")
+    if error is not None:
+        return Section(title, (missing("5", "DBOS Debouncer on SQLite", f"{error}"),))
+    rows: list[Row] = []
+    for key, (id, what, index, ours_id) in names.items():
+        values = outcome.get(key)
+        if not isinstance(values, list) or not values:
+            rows.append(missing(id, what, f"no result for {key}: {outcome!r}"))
+            continue
+        stats = Stats(tuple(cast("list[float]", values)))
+        versus = (
+            f"ours ({ours_id}) is {times(ratio(ours[index].median, stats.median))} this"
+            if ours is not None
+            else ""
+        )
+        rows.append(row(id, what, stats, "adds/s", versus))
+    return Section(
+        title=f"{title} (dbos {outcome.get('version')}, {settings.reps} reps)",
+        rows=tuple(rows),
+        notes=(
+            "own process, a fresh SQLite file and DBOS launch per rep; the window is 1 hour"
+            " so nothing runs. DBOS's debounce keeps only the latest arguments (no fold into"
+            " a state). Its SQLite defaults are a rollback journal with synchronous=FULL"
+            " (an fsync per commit); 5c/5d switch the file to WAL (synchronous stays FULL).",
+        ),
+    )
+
+
+def _run_dbos(settings: Settings) -> dict[str, object]:
+    if importlib.util.find_spec("dbos") is None:
+        return {"error": "dbos is not installed here (`.venv/bin/pip install -e '.[bench]'`)"}
+    arguments = (settings.ids, settings.events_per_id, settings.adders, settings.reps)
+    command = [sys.executable, "-m", "benchmarks.dbos_peer", *map(str, arguments)]
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=DBOS_TIMEOUT, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"the DBOS run did not finish within {DBOS_TIMEOUT} s"}
+    for line in reversed(done.stdout.splitlines()):
+        if line.startswith("RESULT "):
+            parsed: dict[str, object] = json.loads(line.removeprefix("RESULT "))
+            return parsed
+    tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+    return {"error": f"the DBOS process exited with {done.returncode}: {tail}"}
+
+
+async def run(settings: Settings, only: Sequence[str]) -> list[Section]:
+    """Every selected section, in order."""
+    sections: list[Section] = []
+    ours_adds: tuple[Stats, Stats] | None = None
+    if "debounce" in only:
+        section, ours_adds = await debounce(settings)
+        sections.append(section)
+    if "worker" in only:
+        sections.append(await continuous(settings))
+    if "latency" in only:
+        sections.append(await alarm_latency(settings))
+    if "runner" in only:
+        sections.append(await runner_overhead(settings))
+    if "dbos" in only:
+        sections.append(peer_dbos(settings, ours_adds))
+    return sections
+
+
+def versions() -> str:
+    """The versions that matter for reading the numbers."""
+    parts = [f"Python {sys.version.split()[0]}", f"SQLite {sqlite3.sqlite_version}"]
+    for name in ("durable-jobs", "tenacity", "dbos"):
+        try:
+            parts.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            parts.append(f"{name} not installed")
+    return ", ".join(parts)
