@@ -13,8 +13,12 @@ from ._errors import InvalidDefinitionError
 E = TypeVar("E")
 T = TypeVar("T")
 
-_MAX_DELAY = timedelta(days=365)
-"""No computed delay exceeds this (keeps huge attempt numbers from overflowing)."""
+MAX_DELAY = timedelta(days=365)
+"""
+No computed retry delay exceeds this: it keeps huge attempt numbers from overflowing, and a
+retry-after callable returning an absurd value (say epoch milliseconds) from pushing the
+alarm past the last representable datetime.
+"""
 
 
 @attrs.frozen(kw_only=True)
@@ -74,14 +78,14 @@ class Backoff:
             delay = self.base + self.increment * min(n - 1, 10**6)
         else:
             seconds = self.base.total_seconds()
-            limit = (self.max or _MAX_DELAY).total_seconds()
+            limit = (self.max or MAX_DELAY).total_seconds()
             value = seconds
             for _ in range(n - 1):  # multiply until the cap: no float overflow
                 if value >= limit:
                     break
                 value *= self.factor
-            delay = timedelta(seconds=min(value, _MAX_DELAY.total_seconds()))
-        delay = min(delay, _MAX_DELAY)
+            delay = timedelta(seconds=min(value, MAX_DELAY.total_seconds()))
+        delay = min(delay, MAX_DELAY)
         return delay if self.max is None else min(delay, self.max)
 
 

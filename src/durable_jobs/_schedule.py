@@ -42,11 +42,14 @@ class Cron(Schedule):
     def next_after(self, now: datetime) -> datetime:
         """The first match strictly after `now`."""
         zone = ZoneInfo(self.tz)
-        local = now.astimezone(zone)
-        start = local.replace(second=0, microsecond=0)
+        after = now.astimezone(UTC)
+        start = now.astimezone(zone).replace(second=0, microsecond=0)
         for candidate in CronSim(self.expression, start):
-            if candidate > local:
-                return candidate.astimezone(UTC)
+            # compare instants in UTC: two datetimes sharing one zone compare by wall time,
+            # ignoring `fold`, which is wrong inside the hour a DST fall-back repeats
+            at = candidate.astimezone(UTC)
+            if at > after:
+                return at
         msg = f"cron {self.expression!r} has no future match"  # pragma: no cover
         raise ValueError(msg)  # pragma: no cover
 

@@ -29,7 +29,7 @@ from .._contexts import (
 from .._duration import to_timedelta
 from .._observe import EventType, JobEvent
 from .._result import Err, Ok, Result
-from .._retry import Backoff, Retry
+from .._retry import MAX_DELAY, Backoff, Retry
 from .._serde import encode
 from .._storage._interface import DeadLetter, InstanceRecord, InstanceStatus, InstanceTransaction
 from .._types import JsonValue
@@ -213,12 +213,13 @@ def _decide(
 
 
 def _base_delay(retry: Retry[E], error: E, attempt: int) -> timedelta:
+    """The delay before jitter, capped at `MAX_DELAY` like every `Backoff` shape."""
     delay = retry.delay
     if isinstance(delay, Backoff):
         return delay.delay_for(attempt)
     if callable(delay):
-        return to_timedelta(delay(error, attempt), field="retry.delay")
-    return to_timedelta(delay, field="retry.delay")
+        return min(to_timedelta(delay(error, attempt), field="retry.delay"), MAX_DELAY)
+    return min(to_timedelta(delay, field="retry.delay"), MAX_DELAY)
 
 
 def _jittered(delay: timedelta, fraction: float, random: Callable[[], float]) -> timedelta:
