@@ -39,6 +39,9 @@ _UNITS: dict[str, float] = {
     "week": 604800,
     "weeks": 604800,
 }
+MAX_DURATION = timedelta(days=36525)
+"""The longest duration accepted (100 years): later times would not fit a `datetime`."""
+
 _PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*([a-zA-Z]+)\s*$")
 _EXAMPLES = "expected e.g. '500 ms', '5 seconds', '30m', '1 hour', '2 days'"
 
@@ -51,6 +54,21 @@ def to_timedelta(value: DurationInput, *, field: str | None = None) -> timedelta
     naming `field` and the input when it is not a non-negative finite duration.
     """
     prefix = f"{field}: " if field else ""
+    duration = _parse(prefix, value)
+    if duration > MAX_DURATION:
+        msg = f"{prefix}invalid duration {value!r} (too long: at most 100 years)"
+        raise InvalidDefinitionError(msg)
+    return duration
+
+
+def to_capped_timedelta(
+    value: DurationInput, *, cap: timedelta, field: str | None = None
+) -> timedelta:
+    """Like `to_timedelta`, but a duration longer than `cap` becomes `cap` (not an error)."""
+    return min(_parse(f"{field}: " if field else "", value), cap)
+
+
+def _parse(prefix: str, value: DurationInput) -> timedelta:
     if isinstance(value, timedelta):
         if value < timedelta(0):
             msg = f"{prefix}negative duration {value!r}"

@@ -26,7 +26,7 @@ from .._contexts import (
     StateCell,
     TerminateSignal,
 )
-from .._duration import to_timedelta
+from .._duration import to_capped_timedelta
 from .._observe import EventType, JobEvent
 from .._result import Err, Ok, Result
 from .._retry import MAX_DELAY, Backoff, Retry
@@ -218,8 +218,8 @@ def _base_delay(retry: Retry[E], error: E, attempt: int) -> timedelta:
     if isinstance(delay, Backoff):
         return delay.delay_for(attempt)
     if callable(delay):
-        return min(to_timedelta(delay(error, attempt), field="retry.delay"), MAX_DELAY)
-    return min(to_timedelta(delay, field="retry.delay"), MAX_DELAY)
+        return to_capped_timedelta(delay(error, attempt), cap=MAX_DELAY, field="retry.delay")
+    return to_capped_timedelta(delay, cap=MAX_DELAY, field="retry.delay")
 
 
 def _jittered(delay: timedelta, fraction: float, random: Callable[[], float]) -> timedelta:
