@@ -844,14 +844,6 @@ async def test_on_idle_raising_in_send_is_an_execution_error(clock: TestClock) -
     assert await storage.list_instances() == []
 
 
-@pytest.mark.xfail(
-    reason=(
-        "on_idle raising after a final failure (idle_reason 'on_error') escapes the runner: "
-        "the alarm's transaction is rolled back and execute/on_error rerun every lease "
-        "expiry, never parked; parking needs a runner entry point (_runtime/_runner.py)"
-    ),
-    strict=True,
-)
 async def test_on_idle_raising_after_a_final_failure_parks_the_task(clock: TestClock) -> None:
     def broken(ctx: TaskIdleContext[Flow]) -> None:
         if ctx.idle_reason == "on_error":

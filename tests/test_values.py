@@ -655,5 +655,5 @@ def test_a_duration_past_a_hundred_years_is_a_definition_error() -> None:
     def execute(ctx: DebounceExecuteContext[str]) -> Result[None, Exception]:
         return Ok(None)
 
-    with pytest.raises(InvalidDefinitionError, match="flush_after: .*too long"):
+    with pytest.raises(InvalidDefinitionError, match=r"flush_after: .*too long"):
         Debounce(name="d", event=str, flush_after="5000000 days", execute=execute)

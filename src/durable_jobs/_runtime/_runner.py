@@ -117,6 +117,11 @@ class Execution(Generic[E, R, X, S]):
     """The event being processed (worker pools): kept in dead letters."""
     park_on_defect: bool = True
     """Park the instance when the defect policy runs out (False: give up on this event)."""
+    after_final_failure: Callable[[], Awaitable[None]] | None = None
+    """
+    The kind's follow-up to a final failure that `on_error` did not reschedule (a task's
+    `on_idle`); it may terminate, and if it raises the instance is parked like `on_error`.
+    """
 
 
 async def run_execution(
@@ -269,6 +274,9 @@ async def _fail_finally(
     if execution.on_error is None:
         tx.save(attrs.evolve(reset, alarm_at=None))
         _dead_letter(services, tx, record, execution, error_text, reason, info.attempt)
+        followed = await _follow_up(services, tx, reset, execution)
+        if followed is not None:
+            return followed
         return FailedFinally(
             attempts=info.attempt,
             reason=reason,
@@ -291,6 +299,10 @@ async def _fail_finally(
     tx.save(attrs.evolve(reset, alarm_at=reschedule.at))
     if reschedule.at is not None:
         services.wake(reschedule.at)
+    else:
+        followed = await _follow_up(services, tx, reset, execution)
+        if followed is not None:
+            return followed
     return FailedFinally(
         attempts=info.attempt,
         reason=reason,
@@ -298,6 +310,25 @@ async def _fail_finally(
         rescheduled_at=reschedule.at,
         dead_lettered=False,
     )
+
+
+async def _follow_up(
+    services: Services,
+    tx: InstanceTransaction,
+    reset: InstanceRecord,
+    execution: Execution[E, R, X, S],
+) -> Outcome | None:
+    """Run `after_final_failure`; an outcome only when it terminated or raised."""
+    follow = execution.after_final_failure
+    if follow is None:
+        return None
+    try:
+        await follow()
+    except TerminateSignal as signal:
+        return _terminate(services, tx, reset, execution.info, signal.reason)
+    except Exception as exc:  # like on_error raising: a defect of the instance, parked
+        return _park(services, tx, reset, execution, _describe_exception(exc))
+    return None
 
 
 def _terminate(

@@ -188,6 +188,10 @@ class TaskHandler(Generic[I, S, E, R]):
                 await self._idle(cell, schedule, info, "execute")
             return result
 
+        # after a final failure `on_idle` sees the state as it was before this attempt; the
+        # runner calls it, so raising parks the task and terminating purges it
+        idle_cell = StateCell(state)
+        idle_schedule = ScheduleCell(None)
         outcome = await run_execution(
             self._services,
             tx,
@@ -200,6 +204,7 @@ class TaskHandler(Generic[I, S, E, R]):
                 on_error=job.on_error,
                 error_state=state,
                 state=cell,
+                after_final_failure=lambda: self._idle(idle_cell, idle_schedule, info, "on_error"),
             ),
         )
         after = tx.record
@@ -208,9 +213,7 @@ class TaskHandler(Generic[I, S, E, R]):
         if isinstance(outcome, Succeeded):
             self._commit(tx, after, self._meta(after), cell, schedule, now, "execute")
         elif isinstance(outcome, FailedFinally) and outcome.rescheduled_at is None:
-            await self._after(
-                tx, after, StateCell(state), ScheduleCell(None), info, "on_error", now
-            )
+            self._commit(tx, after, self._meta(after), idle_cell, idle_schedule, now, "on_error")
         return outcome
 
     async def _after(
