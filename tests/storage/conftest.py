@@ -26,6 +26,8 @@ import pytest
 
 from durable_jobs import MemoryStorage, SqliteStorage
 from durable_jobs._storage._interface import Storage
+from durable_jobs.postgres import PostgresStorage
+from pg_server import postgres_dsn
 
 
 @attrs.frozen
@@ -56,9 +58,20 @@ async def _sqlite(tmp: Path) -> AsyncGenerator[Storage]:
         await storage.close()
 
 
+@contextlib.asynccontextmanager
+async def _postgres(tmp: Path) -> AsyncGenerator[Storage]:
+    # every test gets a schema of its own on the session's throwaway server
+    storage = PostgresStorage(postgres_dsn(), schema=f"t_{tmp.name.lower()[-40:]}_{id(tmp)}")
+    try:
+        yield storage
+    finally:
+        await storage.close()
+
+
 BACKENDS: dict[str, Backend] = {
     "memory": Backend(_memory),
     "sqlite": Backend(_sqlite),
+    "postgres": Backend(_postgres),
 }
 
 
