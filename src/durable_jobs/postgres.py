@@ -6,7 +6,7 @@ PostgreSQL storage for many workers on many hosts: `pip install 'durable-jobs[po
     engine = Engine(jobs=[...], storage=PostgresStorage("postgresql://app@db/jobs"))
 """
 
-from ._storage._postgres import PostgresStorage as PostgresStorage
+from ._storage._postgres import PostgresStorage
 
 
 __all__ = ["PostgresStorage"]
