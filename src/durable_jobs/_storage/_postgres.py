@@ -31,6 +31,7 @@ from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from .._duration import DurationInput, to_timedelta
 from .._errors import StorageError
 from ._buffered import BufferedTransaction, Changes
 from ._interface import (
@@ -203,6 +204,7 @@ class PostgresStorage:
         dsn_or_pool: a libpq connection string, or an open or unopened async pool.
         schema: the PostgreSQL schema of the tables (lowercase letters, digits, `_`).
         pool_size: the maximum connections of the pool this storage creates.
+        open_timeout: how long opening waits for the server before `StorageError`.
     """
 
     def __init__(
@@ -211,11 +213,13 @@ class PostgresStorage:
         *,
         schema: str = "durable_jobs",
         pool_size: int = 20,
+        open_timeout: DurationInput = "30 seconds",
     ) -> None:
         if not _SCHEMA_NAME.match(schema):
             msg = f"schema: expected lowercase letters, digits and '_', got {schema!r}"
             raise ValueError(msg)
         self._schema = schema
+        self._open_timeout = to_timedelta(open_timeout, field="open_timeout").total_seconds()
         self._channel = f"durable_jobs_{schema}"
         if isinstance(dsn_or_pool, str):
             self._dsn: str | None = dsn_or_pool
@@ -379,7 +383,7 @@ class PostgresStorage:
             if self._is_ready():  # another task opened it while we waited
                 return
             try:
-                await self._pool.open(wait=True, timeout=30)
+                await self._pool.open(wait=True, timeout=self._open_timeout)
                 await self._migrate()
             except psycopg.Error as exc:
                 msg = f"cannot open PostgreSQL storage (schema {self._schema!r}): {exc}"
