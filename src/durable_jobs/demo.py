@@ -1,6 +1,7 @@
 """`python -m durable_jobs.demo`: a short scenario on in-memory storage with a TestClock."""
 
 import asyncio
+from collections.abc import Sequence
 
 import attrs
 
@@ -76,8 +77,7 @@ def _log(event: JobEvent) -> None:
     print(f"[{event.at:%H:%M:%S}] {event.type} {event.job}/{event.id}{extra}")
 
 
-async def main() -> None:
-    """Run the demo."""
+async def _run() -> None:
     clock = TestClock()
     engine = Engine(jobs=[webhooks], storage=MemoryStorage(), clock=clock, observers=[_log])
     client = engine.client.debounce(webhooks)
@@ -89,5 +89,12 @@ async def main() -> None:
     print(f"done: {len(_attempts)} attempts, instance now {status.status}")
 
 
+def main(argv: "Sequence[str] | None" = None) -> int:
+    """Run the demo; returns the exit code."""
+    del argv
+    asyncio.run(_run())
+    return 0
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    raise SystemExit(main())
