@@ -4,6 +4,7 @@ The application the crash tests run in worker subprocesses (`durable-jobs worker
 Configured by environment variables so one module serves SQLite and PostgreSQL:
 
 * `CRASH_STORAGE`: `sqlite:<path>` or `postgres:<dsn>`
+* `CRASH_SCHEMA`: the PostgreSQL schema (default `crash`)
 * `CRASH_SINK`: a SQLite file where every job writes what it did, outside the job storage —
   the ground truth the tests check (a killed worker's effects stay in it).
 
@@ -58,18 +59,21 @@ def sink() -> sqlite3.Connection:
     """A connection to the ground-truth file (autocommit, waits for other writers)."""
     db = sqlite3.connect(os.environ["CRASH_SINK"], timeout=30, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
+    # A killed process loses nothing with synchronous=OFF (only a power cut would).
+    db.execute("PRAGMA synchronous=OFF")
     db.executescript(SINK_SCHEMA)
     return db
 
 
-_sink: sqlite3.Connection | None = None
+# One connection per sink file: the test process runs several scenarios, one sink each.
+_sinks: dict[str, sqlite3.Connection] = {}
 
 
 def _write(sql: str, *params: object) -> int:
-    global _sink  # noqa: PLW0603 - one connection per worker process
-    if _sink is None:
-        _sink = sink()
-    cursor = _sink.execute(sql, params)
+    path = os.environ["CRASH_SINK"]
+    if path not in _sinks:
+        _sinks[path] = sink()
+    cursor = _sinks[path].execute(sql, params)
     return cursor.lastrowid or 0
 
 
@@ -175,7 +179,7 @@ def storage_from_env() -> Storage:
         return SqliteStorage(Path(where), lock_lease="1 second")
     from durable_jobs.postgres import PostgresStorage
 
-    return PostgresStorage(where, schema="crash", pool_size=8)
+    return PostgresStorage(where, schema=os.environ.get("CRASH_SCHEMA", "crash"), pool_size=8)
 
 
 def __getattr__(name: str) -> Engine[None]:

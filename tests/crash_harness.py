@@ -34,6 +34,7 @@ class Workers:
     storage: str
     sink: Path
     logs: Path
+    schema: str = "crash"
     running: list[subprocess.Popen[bytes]] = attrs.field(factory=list)
     started: int = 0
     killed: int = 0
@@ -43,6 +44,7 @@ class Workers:
             **os.environ,
             "CRASH_STORAGE": self.storage,
             "CRASH_SINK": str(self.sink),
+            "CRASH_SCHEMA": self.schema,
             "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
         }
         log = (self.logs / f"worker-{self.started}.log").open("wb")
@@ -89,18 +91,22 @@ class Feeder:
     items: set[str] = attrs.field(factory=set)
     counter: int = 0
 
-    async def feed(self, seconds: float, concurrency: int = 1) -> None:
+    async def feed(
+        self, seconds: float = 3600, concurrency: int = 1, operations: int | None = None
+    ) -> None:
+        """Send work for `seconds`, or until `operations` more were sent."""
         deadline = time.monotonic() + seconds
-        await asyncio.gather(*(self._lane(deadline) for _ in range(concurrency)))
+        last = self.counter + operations if operations is not None else None
+        await asyncio.gather(*(self._lane(deadline, last) for _ in range(concurrency)))
 
     async def poison(self) -> None:
         await self._accepted(
             lambda: self.engine.client.debounce(crash_app.COLLECT).add("bad", "poison")
         )
 
-    async def _lane(self, deadline: float) -> None:
+    async def _lane(self, deadline: float, last: int | None) -> None:
         clients = self.engine.client
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and (last is None or self.counter < last):
             self.counter += 1
             name = f"{self.counter}"
             roll = self.rng.random()
