@@ -71,8 +71,9 @@ class DebounceHandler(Generic[I, S, E, R]):
                     will_flush_at=record.alarm_at if record else None,
                     duplicate=True,
                 )
-            record = tx.record or new_record(key, now)
-            meta = self._meta(tx.record)
+            stored = tx.record  # one copy of the stored record per add, not one per use
+            record = stored or new_record(key, now)
+            meta = self._meta(stored)
             created = meta.event_count == 0
             state = None if created else self._state(record)
             count = meta.event_count + 1
@@ -103,9 +104,10 @@ class DebounceHandler(Generic[I, S, E, R]):
             if alarm_at is not None:
                 services.wake(alarm_at)
             flush = None
+            after: InstanceRecord | None = record
             if job.max_events is not None and count >= job.max_events:
                 flush = await self._flush(tx, "max_events", now)
-            after = tx.record
+                after = tx.record
             return AddResult(
                 created=created,
                 event_count=self._meta(after).event_count if after else 0,
