@@ -15,8 +15,8 @@ demo: $(BIN)/.installed
 	$(BIN)/python -m durable_jobs.demo
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check src tests typing_tests benchmarks
-	$(BIN)/ruff format --check src tests typing_tests benchmarks
+	$(BIN)/ruff check src tests typing_tests benchmarks docs/examples
+	$(BIN)/ruff format --check src tests typing_tests benchmarks docs/examples
 
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy --strict src
