@@ -21,6 +21,8 @@ lint: $(BIN)/.installed
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy --strict src
 	$(BIN)/pyright src
+	$(BIN)/mypy --strict docs/examples
+	$(BIN)/pyright docs/examples
 
 typing-suite: $(BIN)/.installed
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest typing_tests -q --mypy-ini-file=typing_tests/mypy-cases.ini
