@@ -12,7 +12,7 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 demo: $(BIN)/.installed
-	$(BIN)/python -m durable_jobs.demo
+	$(BIN)/durable-jobs demo
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check src tests typing_tests benchmarks docs/examples

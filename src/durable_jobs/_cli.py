@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TextIO, TypeGuard
 
+from . import demo as demo_module
 from ._clock import Clock, SystemClock
 from ._errors import (
     ConflictError,
@@ -104,7 +105,7 @@ def _parser() -> argparse.ArgumentParser:
         action.set_defaults(run=run)
 
     demo = commands.add_parser("demo", help="run the self-contained demo on SQLite")
-    demo.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    demo_module.add_arguments(demo)
     demo.set_defaults(run=_demo)
     return parser
 
@@ -238,10 +239,7 @@ def _letters_discard(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from . import demo  # noqa: PLC0415  (the demo is only imported when asked for)
-
-    rest: list[str] = args.rest
-    return demo.main(rest)
+    return demo_module.run(args)
 
 
 # -- helpers --------------------------------------------------------------------------------
