@@ -39,5 +39,5 @@ clean:
 # (tenacity, dbos) is installed when missing; a row says so if it cannot be.
 .PHONY: bench
 bench: $(BIN)/.installed
-	@$(BIN)/python -c 'import tenacity, dbos' 2>/dev/null || $(BIN)/python -m pip install -q -e '.[bench]' || echo "bench: could not install the bench extra; its rows say why"
+	@$(BIN)/python -c 'import tenacity, dbos, procrastinate' 2>/dev/null || $(BIN)/python -m pip install -q -e '.[bench]' || echo "bench: could not install the bench extra; its rows say why"
 	$(BIN)/python -m benchmarks

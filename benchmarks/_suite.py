@@ -14,7 +14,7 @@ from . import debounce_add, latency, runner, worker
 from ._harness import Row, Section, Settings, Stats, missing, number, ratio, row, times
 
 
-SECTIONS = ("debounce", "worker", "latency", "runner", "dbos")
+SECTIONS = ("debounce", "worker", "latency", "runner", "dbos", "postgres")
 """The names `--only` accepts, in running order."""
 
 ADD_TARGET = 0.5
@@ -338,13 +338,17 @@ async def run(settings: Settings, only: Sequence[str]) -> list[Section]:
         sections.append(await runner_overhead(settings))
     if "dbos" in only:
         sections.append(peer_dbos(settings, ours_adds))
+    if "postgres" in only:
+        from .postgres import postgres  # noqa: PLC0415 - imports psycopg only when asked
+
+        sections.extend(await postgres(settings))
     return sections
 
 
 def versions() -> str:
     """The versions that matter for reading the numbers."""
     parts = [f"Python {sys.version.split()[0]}", f"SQLite {sqlite3.sqlite_version}"]
-    for name in ("durable-jobs", "tenacity", "dbos"):
+    for name in ("durable-jobs", "tenacity", "dbos", "procrastinate"):
         try:
             parts.append(f"{name} {importlib.metadata.version(name)}")
         except importlib.metadata.PackageNotFoundError:
