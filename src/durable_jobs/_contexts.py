@@ -65,8 +65,8 @@ class StateCell(Generic[S]):
     __slots__ = ("changed", "value")
 
     def __init__(self, value: S) -> None:
-        self.value = value
-        self.changed = False
+        self.value: S = value
+        self.changed: bool = False
 
     def set(self, value: S) -> None:
         """Replace the value; the engine commits it only if the execution succeeds."""
@@ -80,8 +80,8 @@ class ScheduleCell:
     __slots__ = ("at", "changed")
 
     def __init__(self, at: datetime | None) -> None:
-        self.at = at
-        self.changed = False
+        self.at: datetime | None = at
+        self.changed: bool = False
 
     def set(self, at: datetime | None) -> None:
         """Request an alarm at `at` (None cancels it)."""

@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Never
 
 import attrs
 
@@ -112,10 +113,12 @@ class Board:
 
 
 def collect(ctx: DebounceEventContext[Webhook, Batch, Board]) -> Batch:
+    """Fold a webhook into its account's batch."""
     return Batch((*(ctx.state.contacts if ctx.state else ()), ctx.event.contact))
 
 
 async def send(ctx: DebounceExecuteContext[Batch, Board]) -> Result[None, SendError]:
+    """Send a batch: a flaky API (two 503s per batch), and one account that is gone (410)."""
     if ctx.id == BROKEN:
         return Err(SendError(410))
     if ctx.attempt < 3:  # the API is overloaded: the first two attempts of a batch fail
@@ -127,12 +130,13 @@ async def send(ctx: DebounceExecuteContext[Batch, Board]) -> Result[None, SendEr
 
 
 def give_up(e: SendError, ctx: ErrorContext[Batch, Board]) -> None:
+    """A batch failed finally: record it (the instance is then purged)."""
     # `e` is the SendError that `send` returned, typed without annotations on a lambda too
     ctx.deps.gave_up.append(ctx.id)
     ctx.deps.say(f"webhooks/{ctx.id}", f"gave up ({ctx.reason}, HTTP {e.status})")
 
 
-webhooks = Debounce(
+webhooks: Debounce[Webhook, Batch, SendError, Board] = Debounce(
     name="webhooks",
     event=Webhook,
     state=Batch,
@@ -153,6 +157,7 @@ webhooks = Debounce(
 
 
 def report(ctx: ContinuousContext[int, Board]) -> Ok[None]:
+    """Report progress; the fourth run terminates the job."""
     ctx.deps.reports = ctx.run_count
     ctx.set_state(len(ctx.deps.delivered))
     ctx.deps.say("report", f"run {ctx.run_count}: {ctx.state} contacts delivered so far")
@@ -161,13 +166,16 @@ def report(ctx: ContinuousContext[int, Board]) -> Ok[None]:
     return Ok(None)
 
 
-reports = Continuous(name="report", state=int, schedule=every("500 milliseconds"), execute=report)
+reports: Continuous[int, int, Never, Board] = Continuous(
+    name="report", state=int, schedule=every("500 milliseconds"), execute=report
+)
 
 
 # -- orders: Task state machine --------------------------------------------------------
 
 
 def on_order(ctx: TaskEventContext[str, Order, Board]) -> None:
+    """Move the order to the event's status and schedule what comes next."""
     ctx.set_state(Order(ctx.event))
     ctx.deps.say(f"orders/{ctx.id}", f"-> {ctx.event}")
     if ctx.event == "placed":
@@ -177,6 +185,7 @@ def on_order(ctx: TaskEventContext[str, Order, Board]) -> None:
 
 
 def advance_order(ctx: TaskExecuteContext[Order, Board]) -> Ok[None]:
+    """The order's alarm: remind about payment, or ship a paid order."""
     if ctx.state is not None and ctx.state.status == "placed":
         ctx.deps.say(f"orders/{ctx.id}", "payment reminder sent")
     elif ctx.state is not None and ctx.state.status == "paid":
@@ -187,11 +196,12 @@ def advance_order(ctx: TaskExecuteContext[Order, Board]) -> Ok[None]:
 
 
 def on_order_idle(ctx: TaskIdleContext[Order, Board]) -> None:
+    """A shipped order with nothing scheduled is finished."""
     if ctx.state is not None and ctx.state.status == "shipped":
         ctx.terminate("delivered")
 
 
-orders = Task(
+orders: Task[str, Order, Never, Board] = Task(
     name="orders",
     event=str,
     state=Order,
@@ -205,13 +215,16 @@ orders = Task(
 
 
 async def render(ctx: WorkerPoolContext[Thumbnail, Board]) -> Ok[None]:
+    """Render one thumbnail (a short sleep stands in for the work)."""
     await asyncio.sleep(0.05)
     ctx.deps.rendered.append(ctx.event.image)
     ctx.deps.say(f"thumbnails/{ctx.partition}", f"rendered {ctx.event.image}")
     return Ok(None)
 
 
-thumbnails = WorkerPool(name="thumbnails", event=Thumbnail, concurrency=3, execute=render)
+thumbnails: WorkerPool[Thumbnail, Thumbnail, Never, Board] = WorkerPool(
+    name="thumbnails", event=Thumbnail, concurrency=3, execute=render
+)
 
 
 # -- the scenario ----------------------------------------------------------------------
