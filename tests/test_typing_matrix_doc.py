@@ -57,3 +57,9 @@ def test_checkers_are_mypy_or_pyright() -> None:
     for case in ALL_CASES:
         assert case.checkers, case.name
         assert set(case.checkers) <= set(matrix.CHECKERS), case.name
+
+
+def test_cases_named_as_divergences_say_what_diverges() -> None:
+    for case in ALL_CASES:
+        if case.name.endswith("_divergence"):
+            assert case.tags.get("divergence"), case.name

@@ -3,11 +3,13 @@
 
 Rewrites only the region between the markers of docs/typing.md, from
 `typing_tests/cases/*.yml`: the kind matrix (kind x execute x channel, positive and
-negative cases), case counts per concept and per file, and the cases only one checker runs.
+negative cases), case counts per concept and per file, the cases pinning a divergence and
+the cases only one checker runs.
 `--check` changes nothing and exits 1 when the file is not what this would write.
 
 Every case carries `matrix: {concept: ...}`; a kind-matrix case also carries `kind`,
-`execute`, `channel` and `check`.
+`execute`, `channel` and `check`; a case pinning a mypy/pyright divergence says what in
+`divergence`.
 """
 
 import sys
@@ -145,7 +147,14 @@ def render(cases: list[Case]) -> str:
     lines += ["| file | cases |", "| --- | ---: |"]
     lines += [f"| `{name}` | {count} |" for name, count in sorted(per_file.items())]
 
-    lines += ["", "**Cases only one checker runs** (a documented divergence):", ""]
+    diverging = [case for case in cases if "divergence" in case.tags]
+    lines += ["", "**Cases pinning a divergence** (`matrix.divergence`; both checkers run them,"]
+    lines += ["the diverging line carries only the reporting checker's comment):", ""]
+    lines += [
+        f"- `{case.name}` (`{case.file}`): {case.tags['divergence']}" for case in diverging
+    ] or ["- none"]
+
+    lines += ["", "**Cases only one checker runs** (`checkers:`):", ""]
     lines += [
         f"- `{case.name}` (`{case.file}`, {', '.join(case.checkers)} only)" for case in one_checker
     ] or ["- none"]
