@@ -1,4 +1,4 @@
-"""The getting-started example: a debounced digest, tested with a TestClock."""
+"""Getting started: a debounced digest, and how to test it with MemoryStorage and TestClock."""
 
 import asyncio
 
@@ -36,7 +36,13 @@ class MailError(Exception):
         self.status = status
 
 
-sent: list[tuple[str, ...]] = []
+outbox: list[tuple[str, ...]] = []
+
+
+async def deliver(emails: tuple[str, ...]) -> int:
+    """A stand-in for a mail API: returns the server's status code."""
+    outbox.append(emails)
+    return 250
 
 
 def collect(ctx: DebounceEventContext[Signup, Digest]) -> Digest:
@@ -45,9 +51,9 @@ def collect(ctx: DebounceEventContext[Signup, Digest]) -> Digest:
 
 
 async def send_digest(ctx: DebounceExecuteContext[Digest]) -> Result[None, MailError]:
-    if ctx.attempt == 1:
-        return Err(MailError(503))  # the first try fails; the retry succeeds
-    sent.append(ctx.state.emails)
+    status = await deliver(ctx.state.emails)
+    if status != 250:
+        return Err(MailError(status))
     return Ok(None)
 
 
@@ -72,18 +78,22 @@ digests = Debounce(
 )
 
 
-async def main() -> None:
+async def test_signups_are_mailed_once_a_minute_after_the_first() -> None:
     clock = TestClock()
     engine = Engine(jobs=[digests], storage=MemoryStorage(), clock=clock)
     client = engine.client.debounce(digests)
+
     await client.add("team-7", Signup("a@example.com"))
-    await client.add("team-7", Signup("b@example.com"))
-    await clock.advance("1 minute")  # the window closes: attempt 1 fails with 503
-    assert sent == []
-    await clock.advance("2 seconds")  # the retry (1 s ± 10 % jitter) succeeds
-    assert sent == [("a@example.com", "b@example.com")]
-    print("sent", sent)
+    await clock.advance("40 seconds")
+    await client.add("team-7", Signup("b@example.com"))  # joins the batch, does not move it
+    assert await client.get_state("team-7") == Digest(("a@example.com", "b@example.com"))
+    assert outbox == []
+
+    await clock.advance("20 seconds")  # one minute after the first signup: the flush runs
+    assert outbox == [("a@example.com", "b@example.com")]
+    assert (await client.status("team-7")).status == "not_found"  # the batch is purged
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(test_signups_are_mailed_once_a_minute_after_the_first())
+    print("mailed", outbox)
