@@ -18,7 +18,7 @@ import pytest
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 EXAMPLES = sorted((DOCS / "examples").glob("*.py"))
-GUIDE_PAGES = ["index.md", "getting-started.md"]
+GUIDE_PAGES = ["index.md", "getting-started.md", "kinds.md"]
 _BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
 _LINK = re.compile(r"\]\((examples/[^)#]+)\)")
 
