@@ -18,13 +18,13 @@ import pytest
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 EXAMPLES = sorted((DOCS / "examples").glob("*.py"))
-GUIDE_PAGES = ["index.md", "getting-started.md", "kinds.md"]
+GUIDE_PAGES = ["index.md", "getting-started.md", "kinds.md", "retries-and-errors.md"]
 _BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
 _LINK = re.compile(r"\]\((examples/[^)#]+)\)")
 
 
 def test_there_are_examples() -> None:
-    assert len(EXAMPLES) >= 5
+    assert len(EXAMPLES) >= 11
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[path.stem for path in EXAMPLES])
