@@ -348,7 +348,7 @@ async def run(settings: Settings, only: Sequence[str]) -> list[Section]:
 def versions() -> str:
     """The versions that matter for reading the numbers."""
     parts = [f"Python {sys.version.split()[0]}", f"SQLite {sqlite3.sqlite_version}"]
-    for name in ("durable-jobs", "tenacity", "dbos", "procrastinate"):
+    for name in ("durable-jobs", "tenacity", "dbos", "procrastinate", "pgqueuer"):
         try:
             parts.append(f"{name} {importlib.metadata.version(name)}")
         except importlib.metadata.PackageNotFoundError:
