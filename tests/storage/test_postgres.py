@@ -6,6 +6,8 @@ from datetime import UTC, datetime
 
 import psycopg
 import pytest
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool
 
 from durable_jobs import StorageError
 from durable_jobs._storage._interface import InstanceKey, InstanceRecord, JobKind
@@ -100,3 +102,42 @@ async def test_blocks_on_one_key_from_two_pools_never_overlap() -> None:
     assert await pools[0].read(KEY) == record(20)
     for storage in pools:
         await storage.close()
+
+
+async def test_a_pool_of_the_callers_works_in_the_schema_without_changing_its_sessions() -> None:
+    schema = fresh_schema()
+    pool: AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]] = AsyncConnectionPool(
+        postgres_dsn(), min_size=1, max_size=2, open=False
+    )
+    await pool.open()
+    storage = PostgresStorage(pool, schema=schema, open_timeout="10 seconds")
+    async with asyncio.timeout(60), storage.instance(KEY) as tx:
+        tx.save(record(1))
+    assert await storage.read(KEY) == record(1)
+    assert [r.key for r in await storage.list_instances()] == [KEY]
+    async with pool.connection() as conn:
+        cursor = await conn.execute("SHOW search_path")
+        shown = await cursor.fetchone()
+    assert shown is not None
+    assert schema not in str(shown[0])  # the caller's sessions keep their own search_path
+    await storage.close()
+    await pool.close()
+
+
+async def test_connections_killed_between_blocks_are_replaced() -> None:
+    storage = PostgresStorage(postgres_dsn(), schema=fresh_schema(), pool_size=4)
+    async with storage.instance(KEY) as tx:
+        tx.save(record(1))
+    # the pool now holds idle connections; the server drops every one of them
+    async with await psycopg.AsyncConnection.connect(postgres_dsn(), autocommit=True) as admin:
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'"
+        )
+    # no StorageError: the dead connection is replaced
+    async with asyncio.timeout(60), storage.instance(KEY) as tx:
+        current = tx.record
+        assert current is not None
+        tx.save(record(int(str(current.state)) + 1))
+    assert await storage.read(KEY) == record(2)
+    await storage.close()

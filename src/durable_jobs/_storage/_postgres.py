@@ -235,6 +235,13 @@ class PostgresStorage:
             self._dsn = None
             self._pool = dsn_or_pool
             self._owns_pool = False
+        # A pool we created sets search_path on connect; a caller's pool is shared with other
+        # code, so each transaction sets it locally instead of changing the session.
+        self._scoped: sql.Composed | None = (
+            None
+            if self._owns_pool
+            else sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(schema))
+        )
         self._ready = False
         self._opening = asyncio.Lock()
 
@@ -249,7 +256,7 @@ class PostgresStorage:
 
     def instance(self, key: InstanceKey) -> AbstractAsyncContextManager[InstanceTransaction]:
         """Serialized, atomic access to one instance (an advisory lock and one transaction)."""
-        return _PostgresBlock(self._connect_block, self._release, self._channel, key)
+        return _PostgresBlock(self._connect_block, self._release, self._channel, key, self._scoped)
 
     async def read(self, key: InstanceKey) -> InstanceRecord | None:
         """A committed snapshot of one record, without taking the instance."""
@@ -436,6 +443,8 @@ class PostgresStorage:
         while True:
             try:
                 async with self._pool.connection() as conn, conn.transaction():
+                    if self._scoped is not None:
+                        await conn.execute(self._scoped)
                     return await work(conn)
             except psycopg.OperationalError as exc:
                 if tries == len(_RETRY_PAUSES):
@@ -517,11 +526,13 @@ class _PostgresBlock:
         release: Callable[[_Connection], Awaitable[None]],
         channel: str,
         key: InstanceKey,
+        scoped: sql.Composed | None,
     ) -> None:
         self._connect = connect
         self._release = release
         self._channel = channel
         self._key = key
+        self._scoped = scoped
         self._conn: _Connection | None = None
         self._tx: BufferedTransaction | None = None
 
@@ -529,24 +540,28 @@ class _PostgresBlock:
         if self._conn is not None:
             msg = "a storage.instance(...) block cannot be entered twice"
             raise RuntimeError(msg)
-        conn = await self._connect()
-        try:
-            params = _key_params(self._key)
-            await conn.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-                ("\x1f".join(params),),
-            )
-            cursor = await conn.execute(
-                f"SELECT {_RECORD_COLUMNS} FROM instances WHERE {_KEY} FOR UPDATE", params
-            )
-            row = await cursor.fetchone()
-            record = None if row is None else _record_of(row)
-        except BaseException as exc:
-            await self._give_back(conn, commit=False)
-            if isinstance(exc, psycopg.Error):
-                msg = f"PostgreSQL storage failed opening {self._key}: {exc}"
-                raise StorageError(msg) from exc
-            raise
+        tries = 0
+        while True:
+            conn = await self._connect()
+            try:
+                record = await self._lock_and_read(conn)
+            except psycopg.OperationalError as exc:
+                # Nothing was written yet, so a connection that died (a restarted server, a
+                # killed backend, a failover) is replaced and the opening tried again.
+                await self._give_back(conn, commit=False)
+                if tries == len(_RETRY_PAUSES):
+                    msg = f"PostgreSQL storage failed opening {self._key}: {exc}"
+                    raise StorageError(msg) from exc
+                await asyncio.sleep(_RETRY_PAUSES[tries])
+                tries += 1
+                continue
+            except BaseException as exc:
+                await self._give_back(conn, commit=False)
+                if isinstance(exc, psycopg.Error):
+                    msg = f"PostgreSQL storage failed opening {self._key}: {exc}"
+                    raise StorageError(msg) from exc
+                raise
+            break
         self._conn = conn
         self._tx = BufferedTransaction(_ConnectionView(conn), self._key, record)
         return self._tx
@@ -580,6 +595,19 @@ class _PostgresBlock:
         except psycopg.Error as error:
             msg = f"PostgreSQL storage failed committing {self._key}: {error}"
             raise StorageError(msg) from error
+
+    async def _lock_and_read(self, conn: _Connection) -> InstanceRecord | None:
+        if self._scoped is not None:
+            await conn.execute(self._scoped)
+        params = _key_params(self._key)
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", ("\x1f".join(params),)
+        )
+        cursor = await conn.execute(
+            f"SELECT {_RECORD_COLUMNS} FROM instances WHERE {_KEY} FOR UPDATE", params
+        )
+        row = await cursor.fetchone()
+        return None if row is None else _record_of(row)
 
     async def _give_back(self, conn: _Connection, *, commit: bool) -> None:
         try:
