@@ -31,6 +31,7 @@ R = TypeVar("R", default=None)
 logger = logging.getLogger("durable_jobs")
 
 _MIN_IDLE = timedelta(milliseconds=5)
+_MAX_IDLE = timedelta(seconds=1)
 
 DEFAULT_DATABASE = "durable_jobs.db"
 """The file of the default storage, relative to the working directory."""
@@ -261,6 +262,7 @@ class Engine(Generic[R]):
             running.discard(task)
             self._wake_event.set()
 
+        blocked = 0  # looks in a row that found a due alarm nobody could claim
         try:
             while not self._stopping:
                 self._wake_event.clear()
@@ -274,8 +276,13 @@ class Engine(Generic[R]):
                     break
                 now = self._clock.now()
                 if next_at is not None and next_at <= now:
-                    # never busy-wait: an alarm that is due but not claimable waits a moment
-                    next_at = now + _MIN_IDLE
+                    # never busy-wait: an alarm that is due but not claimable (its instance is
+                    # busy in another worker) is looked at again after a growing pause; a
+                    # storage change or a finished alarm still wakes the loop at once
+                    blocked += 1
+                    next_at = now + min(_MIN_IDLE * 2 ** min(blocked - 1, 16), _MAX_IDLE)
+                else:
+                    blocked = 0
                 self._known_next = next_at
                 await self._clock.sleep_until(next_at, self._wake_event)
         finally:
