@@ -1,8 +1,8 @@
 """
-The buffered instance transaction shared by the database backends (SQLite, PostgreSQL).
+The buffered instance transaction shared by every backend (memory, SQLite, PostgreSQL).
 
 Changes are kept in memory while the block runs and handed over as one `Changes` value on
-clean exit, so the backend can write them in a single database transaction; reads of the
+clean exit, so the backend can apply them in one step (one database transaction); reads of the
 queue and of remembered event ids combine what is stored with what is buffered.
 """
 

@@ -12,6 +12,7 @@ import bisect
 import heapq
 import itertools
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -19,6 +20,8 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from ._buffered import BufferedTransaction, Changes
+from ._buffered import queue_rank as _queue_rank
 from ._copy import copy_item as _copy_item
 from ._copy import copy_letter as _copy_letter
 from ._copy import copy_record as _copy_record
@@ -39,11 +42,6 @@ _KeyOrder = tuple[str, str, str]
 def _order(key: InstanceKey) -> _KeyOrder:
     """Key order everywhere: kind value, job name, id."""
     return (key.kind.value, key.job, key.id)
-
-
-def _queue_rank(item: QueueItem) -> tuple[int, int]:
-    """Queue order: highest priority first, then lowest `seq` (FIFO)."""
-    return (-item.priority, item.seq)
 
 
 class _Queue:
@@ -73,7 +71,7 @@ class _Queue:
         del self._ranks[bisect.bisect_left(self._ranks, (*_queue_rank(item), event_id))]
         return True
 
-    def first(self, skip: set[str]) -> QueueItem | None:
+    def first(self, skip: AbstractSet[str]) -> QueueItem | None:
         """The first item whose event id is not in `skip` (usually the very first one)."""
         for _, _, event_id in self._ranks:
             if event_id not in skip:
@@ -94,7 +92,20 @@ class _Store:
         self.seen: dict[InstanceKey, dict[str, datetime]] = {}
         self.queues: dict[InstanceKey, _Queue] = {}
         self.locks: KeyLocks[InstanceKey] = KeyLocks()
-        self.seq = itertools.count(1)
+        self.last_seq = 0
+
+    def apply(self, key: InstanceKey, changes: Changes) -> None:
+        """Apply one block's changes in one synchronous step (no coroutine sees half)."""
+        if changes.record_changed:
+            self.set_record(key, changes.record)
+        pushed: list[QueueItem] = []
+        for item in changes.pushed:  # numbered in push order, after every stored item
+            self.last_seq += 1
+            pushed.append(attrs.evolve(item, seq=self.last_seq))
+        self.apply_queue(key, purged=changes.queue_purged, removed=changes.removed, pushed=pushed)
+        for letter_id in changes.letters_removed:
+            self.dead.pop(letter_id, None)
+        self.apply_satellites(key, changes.letters, dict(changes.remembered))
 
     def has_seen(self, key: InstanceKey, event_id: str) -> bool:
         seen = self.seen.get(key)
@@ -128,7 +139,12 @@ class _Store:
             heapq.heappop(self.alarms)
 
     def apply_queue(
-        self, key: InstanceKey, *, purged: bool, removed: set[str], pushed: Sequence[QueueItem]
+        self,
+        key: InstanceKey,
+        *,
+        purged: bool,
+        removed: AbstractSet[str],
+        pushed: Sequence[QueueItem],
     ) -> None:
         if purged:
             self.queues.pop(key, None)
@@ -286,14 +302,16 @@ class _InstanceBlock:
     def __init__(self, store: _Store, key: InstanceKey) -> None:
         self._store = store
         self._key = key
-        self._tx: _MemoryTransaction | None = None
+        self._tx: BufferedTransaction | None = None
 
     async def __aenter__(self) -> InstanceTransaction:
         if self._tx is not None:
             msg = "a storage.instance(...) block cannot be entered twice"
             raise RuntimeError(msg)
         await self._store.locks.acquire(self._key)
-        self._tx = _MemoryTransaction(self._store, self._key)
+        # the committed record is only ever handed out as a copy by the transaction
+        committed = self._store.records.get(self._key)
+        self._tx = BufferedTransaction(_StoredMemory(self._store), self._key, committed)
         return self._tx
 
     async def __aexit__(
@@ -306,147 +324,39 @@ class _InstanceBlock:
         if tx is None:
             return
         try:
+            changes = tx.close()
             if exc_type is None:
-                tx.commit()
-            else:
-                tx.discard()
+                self._store.apply(self._key, changes)
         finally:
             self._store.locks.release(self._key)
 
 
-class _MemoryTransaction:
-    """Buffers changes to one instance; `commit` applies them all in one synchronous step."""
+class _StoredMemory:
+    """The committed data as a buffered transaction reads it (copies, never the originals)."""
 
-    def __init__(self, store: _Store, key: InstanceKey) -> None:
+    __slots__ = ("_store",)
+
+    def __init__(self, store: _Store) -> None:
         self._store = store
-        self._key = key
-        committed = store.records.get(key)
-        self._record = None if committed is None else _copy_record(committed)
-        self._record_changed = False
-        self._queue_purged = False
-        self._letters: list[DeadLetter] = []
-        self._letters_removed: set[str] = set()
-        self._remembered: dict[str, datetime] = {}
-        self._pushed: dict[str, QueueItem] = {}
-        self._removed: set[str] = set()
-        self._open = True
 
-    @property
-    def key(self) -> InstanceKey:
-        """The instance this transaction is about."""
-        return self._key
+    async def has_seen(self, key: InstanceKey, event_id: str) -> bool:
+        return self._store.has_seen(key, event_id)
 
-    @property
-    def record(self) -> InstanceRecord | None:
-        """The record as it stands in this transaction (after `save`/`purge`), or None."""
-        return None if self._record is None else _copy_record(self._record)
+    async def queue_head(self, key: InstanceKey, skip: frozenset[str]) -> QueueItem | None:
+        queue = self._store.queues.get(key)
+        first = None if queue is None else queue.first(skip)
+        return None if first is None else _copy_item(first)
 
-    def save(self, record: InstanceRecord) -> None:
-        """Insert or replace the record (and clear any alarm lease) on commit."""
-        self._check_open()
-        if record.key != self._key:
-            msg = f"save: a record of {record.key} in the transaction of {self._key}"
-            raise ValueError(msg)
-        self._record = _copy_record(record)
-        self._record_changed = True
+    async def queue_has(self, key: InstanceKey, event_id: str) -> bool:
+        queue = self._store.queues.get(key)
+        return queue is not None and event_id in queue
 
-    def purge(self) -> None:
-        """Delete the record, its alarm, its lease and its queue items on commit."""
-        self._check_open()
-        self._record = None
-        self._record_changed = True
-        self._queue_purged = True
-        self._pushed.clear()
-        self._removed.clear()
+    async def queue_size(self, key: InstanceKey) -> int:
+        queue = self._store.queues.get(key)
+        return 0 if queue is None else len(queue)
 
-    def add_dead_letter(self, letter: DeadLetter) -> None:
-        """Record a dead letter on commit."""
-        self._check_open()
-        self._letters.append(_copy_letter(letter))
-
-    def remove_dead_letter(self, letter_id: str) -> None:
-        """Delete a dead letter on commit; unknown ids are ignored."""
-        self._check_open()
-        self._letters_removed.add(letter_id)
-
-    async def has_seen(self, event_id: str) -> bool:
-        """Whether `event_id` was accepted before, or earlier in this transaction."""
-        self._check_open()
-        return event_id in self._remembered or self._store.has_seen(self._key, event_id)
-
-    def remember(self, event_id: str, at: datetime) -> None:
-        """Remember `event_id` as accepted at `at`, on commit."""
-        self._check_open()
-        self._remembered[event_id] = at
-
-    def queue_push(self, item: QueueItem) -> None:
-        """Append an item (with a fresh `seq`) on commit; replaces a queued item of that id."""
-        self._check_open()
-        if self._stored_has(item.event_id):
-            self._removed.add(item.event_id)
-        self._pushed.pop(item.event_id, None)
-        pushed = attrs.evolve(item, seq=next(self._store.seq))
-        self._pushed[item.event_id] = _copy_item(pushed)
-
-    async def queue_peek(self) -> QueueItem | None:
-        """The next item: highest priority first, then FIFO; includes this transaction's changes."""
-        self._check_open()
-        queue = self._stored_queue()
-        best = None if queue is None else queue.first(self._removed)
-        for item in self._pushed.values():
-            if best is None or _queue_rank(item) < _queue_rank(best):
-                best = item
-        return None if best is None else _copy_item(best)
-
-    async def queue_remove(self, event_id: str) -> bool:
-        """Remove one queued item on commit; False when it is not queued here."""
-        self._check_open()
-        if self._pushed.pop(event_id, None) is not None:
-            return True
-        if self._stored_has(event_id):
-            self._removed.add(event_id)
-            return True
-        return False
-
-    async def queue_size(self) -> int:
-        """How many items wait in this instance's queue, including this transaction's changes."""
-        self._check_open()
-        queue = self._stored_queue()
-        stored = 0 if queue is None else len(queue) - len(self._removed)
-        return stored + len(self._pushed)
-
-    def commit(self) -> None:
-        """Apply every buffered change in one synchronous step, then close."""
-        self._check_open()
-        self._open = False
-        store, key = self._store, self._key
-        if self._record_changed:
-            store.set_record(key, self._record)
-        store.apply_queue(
-            key,
-            purged=self._queue_purged,
-            removed=self._removed,
-            pushed=list(self._pushed.values()),
-        )
-        for letter_id in self._letters_removed:
-            store.dead.pop(letter_id, None)
-        store.apply_satellites(key, self._letters, self._remembered)
-
-    def discard(self) -> None:
-        """Drop every buffered change, then close."""
-        self._open = False
-
-    def _check_open(self) -> None:
-        if not self._open:
-            msg = f"the transaction of {self._key} was used after its block ended"
-            raise RuntimeError(msg)
-
-    def _stored_queue(self) -> _Queue | None:
-        return None if self._queue_purged else self._store.queues.get(self._key)
-
-    def _stored_has(self, event_id: str) -> bool:
-        queue = self._stored_queue()
-        return queue is not None and event_id in queue and event_id not in self._removed
+    async def max_seq(self) -> int:
+        return self._store.last_seq
 
 
 if TYPE_CHECKING:
