@@ -38,12 +38,14 @@ from ._interface import (
     DeadLetter,
     InstanceKey,
     InstanceRecord,
-    InstanceStatus,
     InstanceTransaction,
-    JobKind,
     QueueItem,
     Storage,
 )
+from ._rows import RECORD_COLUMNS as _RECORD_COLUMNS
+from ._rows import key_of as _key_of
+from ._rows import key_params as _key_params
+from ._rows import status_of as _status_of
 
 
 T = TypeVar("T")
@@ -98,23 +100,7 @@ _MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
 SCHEMA_VERSION: Final = _MIGRATIONS[-1][0]
 """The schema version this library writes."""
 
-_RECORD_COLUMNS: Final = (
-    "kind, job, id, status, state, meta, alarm_at, attempt, retry_started_at, defects,"
-    " last_error, created_at, updated_at"
-)
 _KEY: Final = "kind = %s AND job = %s AND id = %s"
-
-
-def _key_params(key: InstanceKey) -> tuple[str, str, str]:
-    return (key.kind.value, key.job, key.id)
-
-
-def _key_of(kind: object, job: object, id: object) -> InstanceKey:
-    try:
-        return InstanceKey(JobKind(kind), str(job), str(id))
-    except ValueError as exc:
-        msg = f"stored instance {job}:{id} has an unknown kind {kind!r}"
-        raise StorageError(msg) from exc
 
 
 def _time(value: object) -> datetime:
@@ -143,15 +129,9 @@ def _record_of(row: TupleRow) -> InstanceRecord:
     # JSONB columns come decoded by psycopg's json loader: JSON values by construction
     kind, job, id, status, state, meta, alarm, attempt, retry_started, defects = row[:10]
     last_error, created, updated = row[10:13]
-    key = _key_of(kind, job, id)
-    try:
-        parsed_status = InstanceStatus(status)
-    except ValueError as exc:
-        msg = f"stored instance {kind}:{job}:{id} has an unknown status {status!r}"
-        raise StorageError(msg) from exc
     return InstanceRecord(
-        key=key,
-        status=parsed_status,
+        key=_key_of(kind, job, id),
+        status=_status_of(status, f"{kind}:{job}:{id}"),
         state=state,
         meta=meta,
         alarm_at=_time_or_none(alarm),

@@ -40,13 +40,15 @@ from ._interface import (
     DeadLetter,
     InstanceKey,
     InstanceRecord,
-    InstanceStatus,
     InstanceTransaction,
-    JobKind,
     QueueItem,
     Storage,
 )
 from ._keylocks import KeyLocks
+from ._rows import RECORD_COLUMNS as _RECORD_COLUMNS
+from ._rows import key_of as _key_of
+from ._rows import key_params as _key_params
+from ._rows import status_of as _status_of
 
 
 T = TypeVar("T")
@@ -104,10 +106,6 @@ SCHEMA_VERSION: Final = _MIGRATIONS[-1][0]
 _CHANGE_POLL: Final = 0.02
 """Seconds between two looks at the file for other processes' commits."""
 
-_RECORD_COLUMNS: Final = (
-    "kind, job, id, status, state, meta, alarm_at, attempt, retry_started_at, defects,"
-    " last_error, created_at, updated_at"
-)
 _KEY: Final = "kind = ? AND job = ? AND id = ?"
 
 
@@ -143,18 +141,6 @@ def _load(text: str, what: str) -> JsonValue:
     return value
 
 
-def _key_params(key: InstanceKey) -> tuple[str, str, str]:
-    return (key.kind.value, key.job, key.id)
-
-
-def _key_of(kind: str, job: str, id: str) -> InstanceKey:
-    try:
-        return InstanceKey(JobKind(kind), job, id)
-    except ValueError as exc:
-        msg = f"stored instance {job}:{id} has an unknown kind {kind!r}"
-        raise StorageError(msg) from exc
-
-
 _RecordRow = tuple[
     str, str, str, str, str, str, int | None, int, int | None, int, str | None, int, int
 ]
@@ -163,16 +149,10 @@ _RecordRow = tuple[
 def _record_of(row: _RecordRow) -> InstanceRecord:
     kind, job, id, status, state, meta, alarm, attempt, retry_started, defects = row[:10]
     last_error, created, updated = row[10:]
-    key = _key_of(kind, job, id)
     what = f"{kind}:{job}:{id}"
-    try:
-        parsed_status = InstanceStatus(status)
-    except ValueError as exc:
-        msg = f"stored instance {what} has an unknown status {status!r}"
-        raise StorageError(msg) from exc
     return InstanceRecord(
-        key=key,
-        status=parsed_status,
+        key=_key_of(kind, job, id),
+        status=_status_of(status, what),
         state=_load(state, what),
         meta=_load(meta, what),
         alarm_at=_when_or_none(alarm),
