@@ -45,21 +45,25 @@ from ._retry import Backoff as Backoff
 from ._retry import Retry as Retry
 from ._runtime._admin import ResumeAction as ResumeAction
 from ._runtime._admin import ResumeResult as ResumeResult
+from ._runtime._client import Client as Client
 from ._runtime._client import ContinuousClient as ContinuousClient
 from ._runtime._client import DebounceClient as DebounceClient
 from ._runtime._client import TaskClient as TaskClient
 from ._runtime._client import WorkerPoolClient as WorkerPoolClient
 from ._runtime._engine import Engine as Engine
 from ._runtime._results import AddResult as AddResult
+from ._runtime._results import BatchStage as BatchStage
+from ._runtime._results import BatchStatus as BatchStatus
 from ._runtime._results import CancelResult as CancelResult
+from ._runtime._results import CancelStatus as CancelStatus
 from ._runtime._results import ClearResult as ClearResult
 from ._runtime._results import ContinuousStatus as ContinuousStatus
 from ._runtime._results import DebounceStatus as DebounceStatus
 from ._runtime._results import EnqueueResult as EnqueueResult
 from ._runtime._results import FlushResult as FlushResult
-from ._runtime._results import PartitionStatus as PartitionStatus
 from ._runtime._results import PoolStatus as PoolStatus
 from ._runtime._results import SendResult as SendResult
+from ._runtime._results import SendStatus as SendStatus
 from ._runtime._results import StartResult as StartResult
 from ._runtime._results import TaskStatus as TaskStatus
 from ._runtime._results import TerminateResult as TerminateResult
@@ -81,6 +85,7 @@ from ._storage._interface import InstanceKey as InstanceKey
 from ._storage._interface import InstanceRecord as InstanceRecord
 from ._storage._interface import InstanceStatus as InstanceStatus
 from ._storage._interface import JobKind as JobKind
+from ._storage._interface import Lease as Lease
 from ._storage._interface import Storage as Storage
 from ._storage._memory import MemoryStorage as MemoryStorage
 from ._storage._sqlite import SqliteStorage as SqliteStorage
@@ -89,8 +94,12 @@ from ._storage._sqlite import SqliteStorage as SqliteStorage
 __all__ = [
     "AddResult",
     "Backoff",
+    "BatchStage",
+    "BatchStatus",
     "CancelResult",
+    "CancelStatus",
     "ClearResult",
+    "Client",
     "Clock",
     "ConflictError",
     "Continuous",
@@ -131,11 +140,11 @@ __all__ = [
     "JobEvent",
     "JobKind",
     "JobNotFoundError",
+    "Lease",
     "MemoryStorage",
     "Observer",
     "Ok",
     "Outcome",
-    "PartitionStatus",
     "PoolStatus",
     "Result",
     "ResumeAction",
@@ -144,6 +153,7 @@ __all__ = [
     "RetryScheduled",
     "Schedule",
     "SendResult",
+    "SendStatus",
     "SqliteStorage",
     "StartResult",
     "Storage",

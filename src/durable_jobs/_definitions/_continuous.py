@@ -10,9 +10,10 @@ from .._contexts import ContinuousContext, ErrorContext
 from .._result import Result
 from .._retry import Retry
 from .._runtime._continuous import ContinuousHandler
+from .._runtime._invoke import RunHandle
 from .._runtime._services import RegisteredJob, Services
 from .._schedule import Schedule
-from .._storage._interface import JobKind
+from .._storage._interface import Claim, JobKind
 from . import _validators as check
 from ._base import JobDefinition, build, validate_name
 
@@ -93,7 +94,11 @@ class Continuous(JobDefinition[R], Generic[I, S, E, R]):
         return JobKind.CONTINUOUS
 
     def register_with(self, deps: R, services: Services) -> RegisteredJob:
-        handler = ContinuousHandler(self, deps, services)
+        handler = ContinuousHandler(self, services)
+
+        async def run(claim: Claim, lease: RunHandle) -> None:
+            await handler.run(claim, deps, lease)
+
         return RegisteredJob(
-            name=self.name, kind=JobKind.CONTINUOUS, definition=self, on_alarm=handler.on_alarm
+            name=self.name, kind=JobKind.CONTINUOUS, definition=self, run_claim=run
         )

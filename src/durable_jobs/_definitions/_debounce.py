@@ -14,8 +14,9 @@ from .._errors import InvalidDefinitionError
 from .._result import Result
 from .._retry import Retry
 from .._runtime._debounce import DebounceHandler
+from .._runtime._invoke import RunHandle
 from .._runtime._services import RegisteredJob, Services
-from .._storage._interface import JobKind
+from .._storage._interface import Claim, JobKind
 from . import _validators as check
 from ._base import JobDefinition, check_name
 
@@ -97,10 +98,12 @@ class Debounce(JobDefinition[R], Generic[I, S, E, R]):
         return self._fold(context)
 
     def register_with(self, deps: R, services: Services) -> RegisteredJob:
-        handler = DebounceHandler(self, deps, services)
-        return RegisteredJob(
-            name=self.name, kind=JobKind.DEBOUNCE, definition=self, on_alarm=handler.on_alarm
-        )
+        handler = DebounceHandler(self, services)
+
+        async def run(claim: Claim, lease: RunHandle) -> None:
+            await handler.run(claim, deps, lease)
+
+        return RegisteredJob(name=self.name, kind=JobKind.DEBOUNCE, definition=self, run_claim=run)
 
 
 def _keep_latest(context: DebounceEventContext[object, object, object]) -> object:

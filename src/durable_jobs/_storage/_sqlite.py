@@ -780,6 +780,15 @@ class _SqliteBlock:
             raise
 
 
+DEFAULT_DATABASE = "durable_jobs.db"
+"""The file of the default storage, relative to the working directory."""
+
+
+def default_storage() -> SqliteStorage:
+    """The storage an engine or client uses when given none: `SqliteStorage("durable_jobs.db")`."""
+    return SqliteStorage(DEFAULT_DATABASE)
+
+
 if TYPE_CHECKING:
     # SqliteStorage is a `Storage` only structurally: make both checkers prove it here.
     _conforms: Storage = SqliteStorage(":memory:")
