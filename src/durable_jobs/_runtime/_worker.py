@@ -32,6 +32,8 @@ logger = logging.getLogger("durable_jobs")
 
 _MIN_IDLE = timedelta(milliseconds=5)
 _MAX_IDLE = timedelta(seconds=1)
+_EARLY_RENEWAL = 0.2
+"""Seconds between two renewals at least, however often the keeper is poked."""
 
 
 class LeaseKeeper:
@@ -78,12 +80,19 @@ class LeaseKeeper:
         period = lease / 3
         margin = min(lease / 6, 5.0)
         poked = self._poked = asyncio.Event()
+        last = time.monotonic()
         while self._runs:
             deadline = min(run.expires for run in self._runs.values()) - margin
             wait = max(0.0, min(period, deadline - time.monotonic()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(poked.wait(), wait)
             poked.clear()
+            # a poke (another process wrote, a client revoked) renews early, but no more
+            # often than every _EARLY_RENEWAL: a busy storage must not become a renewal storm
+            gap = last + min(_EARLY_RENEWAL, period) - time.monotonic()
+            if gap > 0:
+                await asyncio.sleep(gap)
+            last = time.monotonic()
             tokens = list(self._runs)
             if not tokens:
                 break
