@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shlex
 import sqlite3
 import time
 import uuid
@@ -408,7 +409,8 @@ def _mismatch(path: Path, version: int, *, while_running: bool = False) -> Schem
         msg = (
             f"{where} has schema version {version}; this version of durable-jobs needs"
             f" version {SCHEMA_VERSION}. Stop every worker using it, then run"
-            f" `durable-jobs migrate --db {str(path)!r}` (or `await storage.migrate()`)"
+            f" `durable-jobs migrate --db {shlex.quote(str(path))}`"
+            " (or `await storage.migrate()`)"
         )
     return SchemaMismatchError(msg)
 
