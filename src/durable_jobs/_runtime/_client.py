@@ -8,15 +8,13 @@ call commits one short transaction and returns, and no call runs `execute`, `on_
 """
 
 import asyncio
-import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Generic, Never, Protocol
 
 from typing_extensions import TypeVar
 
 from .._clock import Clock, SystemClock
-from .._duration import DurationInput, to_timedelta
 from .._errors import DuplicateJobError, JobNotFoundError, ValidationError
 from .._observe import EventSink, Observer
 from .._serde import decode, decode_json_text
@@ -126,20 +124,12 @@ def _tail(path: str) -> str:
     return path if not path or path.startswith((".", "[")) else f".{path}"
 
 
-async def _wait_until(done: Callable[[], Awaitable[bool]], timeout: DurationInput | None) -> bool:
-    """Poll `done` with a growing pause until it is true (True) or `timeout` passes (False)."""
-    limit = None if timeout is None else to_timedelta(timeout, field="timeout").total_seconds()
-    deadline = None if limit is None else time.monotonic() + limit
+async def _wait_until(done: Callable[[], Awaitable[bool]]) -> None:
+    """Poll `done` with a growing pause until it is true."""
     pause = _POLL_FIRST
     while not await done():
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            pause = min(pause, left)
         await asyncio.sleep(pause)
         pause = min(pause * 2, _POLL_MAX)
-    return True
 
 
 def _no_wake(at: datetime) -> None:
@@ -184,14 +174,6 @@ class Client:
         self._services = services
         self._definitions = _by_name(jobs)
 
-    @classmethod
-    def _of(cls, definitions: "Mapping[str, JobDefinition[Never]]", services: Services) -> "Client":
-        """The client of an engine (sharing its services)."""
-        client = cls.__new__(cls)
-        client._services = services
-        client._definitions = dict(definitions)
-        return client
-
     @property
     def storage(self) -> Storage:
         """The storage this client writes to."""
@@ -224,6 +206,16 @@ class Client:
         self._check(job, job.name, "worker_pool")
         handler: WorkerPoolHandler[I, S, E, R] = WorkerPoolHandler(job, self._services)
         return WorkerPoolClient(_PoolView(handler), job.event)
+
+
+class EngineClient(Client):
+    """The client of an engine: its jobs, sharing its services (and so its wake-ups)."""
+
+    __slots__ = ()
+
+    def __init__(self, jobs: "Sequence[JobDefinition[Never]]", services: Services) -> None:
+        self._services = services
+        self._definitions = _by_name(jobs)
 
 
 def _by_name(jobs: "Sequence[JobDefinition[Never]]") -> "dict[str, JobDefinition[Never]]":
@@ -388,14 +380,12 @@ class DebounceClient(Generic[I, S]):
         """The open batch so far, or None."""
         return await self._ops.get_state(id)
 
-    async def wait_flushed(
-        self, id: str, batch_id: str, *, timeout: DurationInput | None = None
-    ) -> bool:
+    async def wait_flushed(self, id: str, batch_id: str) -> None:
         """
-        Wait until batch `batch_id` of `id` is done (flushed, failed finally, or cleared).
+        Return once batch `batch_id` of `id` is done: flushed, failed finally, or cleared.
 
-        Returns False when `timeout` passes first. It polls the storage, so it works in any
-        process; in tests with a `TestClock`, advance the clock instead.
+        It polls the storage, so it works in any process; bound it with
+        `async with asyncio.timeout(...)`. In tests with a `TestClock`, advance the clock.
         """
         ops = self._ops
 
@@ -403,7 +393,7 @@ class DebounceClient(Generic[I, S]):
             status = await ops.status(id)
             return all(batch.batch_id != batch_id for batch in status.batches)
 
-        return await _wait_until(done, timeout)
+        await _wait_until(done)
 
 
 class TaskClient(Generic[I, S]):
@@ -528,16 +518,16 @@ class WorkerPoolClient(Generic[I]):
         """How many events wait, run and retry, across every worker process."""
         return await self._ops.status()
 
-    async def wait(self, event_id: str, *, timeout: DurationInput | None = None) -> bool:
+    async def wait(self, event_id: str) -> None:
         """
-        Wait until event `event_id` is done (succeeded, failed finally, or cancelled).
+        Return once event `event_id` is done: succeeded, failed finally, or cancelled.
 
-        Returns False when `timeout` passes first. It polls the storage, so it works in any
-        process; in tests with a `TestClock`, advance the clock instead.
+        It polls the storage, so it works in any process; bound it with
+        `async with asyncio.timeout(...)`. In tests with a `TestClock`, advance the clock.
         """
         ops = self._ops
 
         async def done() -> bool:
             return not await ops.is_pending(event_id)
 
-        return await _wait_until(done, timeout)
+        await _wait_until(done)

@@ -18,8 +18,13 @@ from .._serde import decode, encode
 from .._storage._interface import Claim, InstanceKey, InstanceRecord, InstanceStatus, JobKind
 from ._common import emit_all, execution_info, fenced, key_of, new_record, require_instance
 from ._invoke import RunHandle, bind
-from ._results import ContinuousStatus, ContinuousStatusName, StartResult, TerminateResult
-from ._results import TriggerResult
+from ._results import (
+    ContinuousStatus,
+    ContinuousStatusName,
+    StartResult,
+    TerminateResult,
+    TriggerResult,
+)
 from ._runner import Attempts, Execution, FailedFinally, Succeeded, Terminated, run_execution
 from ._services import Services
 

@@ -20,7 +20,7 @@ from .._storage._interface import DeadLetter, InstanceRecord, Storage
 from .._storage._sqlite import DEFAULT_DATABASE, default_storage
 from . import _admin
 from ._admin import ResumeResult
-from ._client import Client
+from ._client import Client, EngineClient
 from ._invoke import Invoker
 from ._services import DefectPolicy, RegisteredJob, Services
 from ._worker import Worker
@@ -138,7 +138,7 @@ class Engine(Generic[R]):
         self._worker = Worker(
             self._services, self._jobs, concurrency=concurrency, lease=self._lease
         )
-        self.client: Client = Client._of(definitions, self._services)  # noqa: SLF001
+        self.client: Client = EngineClient(list(definitions.values()), self._services)
         """The typed client: `engine.client.debounce(job).add(...)` and friends."""
         self._serving: asyncio.Task[None] | None = None
         self._stopping = False

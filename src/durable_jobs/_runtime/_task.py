@@ -16,7 +16,6 @@ import attrs
 from typing_extensions import TypeVar
 
 from .._contexts import (
-    ExecutionInfo,
     IdleReason,
     ScheduleCell,
     StateCell,
@@ -320,10 +319,11 @@ class TaskHandler(Generic[I, S, E, R]):
         on_idle = job.on_idle
 
         async def idle_after(reason: IdleReason, state: StateCell[S | None]) -> None:
-            if on_idle is None or schedule.at is not None:
+            hook = on_idle
+            if hook is None or schedule.at is not None:
                 return
             idle_context = TaskIdleContext(info, deps, state, schedule, reason)
-            returned = await invoker.invoke(bind(on_idle, lambda: on_idle(idle_context)), run)
+            returned = await invoker.invoke(bind(hook, lambda: hook(idle_context)), run)
             if returned is not None:
                 await returned
 
@@ -365,9 +365,10 @@ class TaskHandler(Generic[I, S, E, R]):
         invoker = self._services.invoker
 
         async def idle() -> Result[None, Never]:
-            if on_idle is not None:
+            hook = on_idle
+            if hook is not None:
                 context = TaskIdleContext(info, deps, cell, schedule, reason)
-                returned = await invoker.invoke(bind(on_idle, lambda: on_idle(context)), run)
+                returned = await invoker.invoke(bind(hook, lambda: hook(context)), run)
                 if returned is not None:
                     await returned
             return Ok(None)

@@ -53,6 +53,12 @@ def pool_key(name: str) -> InstanceKey:
     return InstanceKey(JobKind.WORKER_POOL, name, POOL_ID)
 
 
+def _require_integer(field: str, value: object) -> None:
+    """Runtime guard for untyped callers: an int, and not a bool."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(field, f"expected an integer, got {value!r}")
+
+
 def _processed(record: InstanceRecord | None) -> int:
     meta = None if record is None else record.meta
     count = meta.get("processed", 0) if isinstance(meta, dict) else 0
@@ -83,8 +89,7 @@ class WorkerPoolHandler(Generic[I, S, E, R]):
         self, event: I, partition_key: str | None, priority: int, event_id: str | None
     ) -> QueueItem:
         require_instance("event", event, self._job.event)
-        if isinstance(priority, bool) or not isinstance(priority, int):
-            raise ValidationError("priority", f"expected an integer, got {priority!r}")
+        _require_integer("priority", priority)
         if partition_key is not None:
             require_instance("partition_key", partition_key, str)
         if event_id is not None:

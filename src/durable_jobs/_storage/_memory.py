@@ -392,11 +392,11 @@ class MemoryStorage:
             queue = store.queues.get(key)
             item = None if queue is None else queue.get(event_id)
             current = None if item is None else _live(item.lease, lease_now)
-            if queue is not None and item is not None and current is not None:
-                if current.token == token:
-                    extended = attrs.evolve(current, expires_at=lease_now + lease)
-                    queue.replace(attrs.evolve(item, lease=extended))
-                    renewed.add(token)
+            if queue is None or item is None or current is None or current.token != token:
+                continue
+            extended = attrs.evolve(current, expires_at=lease_now + lease)
+            queue.replace(attrs.evolve(item, lease=extended))
+            renewed.add(token)
         return frozenset(renewed)
 
     async def release(self, tokens: Collection[str]) -> None:
@@ -414,9 +414,10 @@ class MemoryStorage:
                 continue
             queue = store.queues.get(key)
             item = None if queue is None else queue.get(event_id)
-            if queue is not None and item is not None and item.lease is not None:
-                if item.lease.token == token:
-                    queue.replace(attrs.evolve(item, lease=None))
+            held_lease = None if item is None else item.lease
+            if queue is None or item is None or held_lease is None or held_lease.token != token:
+                continue
+            queue.replace(attrs.evolve(item, lease=None))
 
     async def next_alarm_at(self, pools: Mapping[InstanceKey, int]) -> datetime | None:
         """
