@@ -1,10 +1,11 @@
 """
 The contexts handed to user callbacks.
 
-Each context is a thin view over a private `Scope` that the engine owns for one execution:
-state changes, schedule requests and termination are recorded there and only take effect
-when the runner commits the outcome. The type parameters are documented per class; `R`
-(the dependencies) defaults to `object`, so `DebounceExecuteContext[Batch]` is valid.
+Each context is a thin view over cells the engine owns for one execution (`StateCell`,
+`ScheduleCell`): state changes and schedule requests are recorded there, termination is
+raised as `TerminateSignal`, and they only take effect when the run's outcome is written.
+The type parameters are documented per class; `R` (the dependencies) defaults to `object`,
+so `DebounceExecuteContext[Batch]` is valid.
 """
 
 from collections.abc import Callable
@@ -129,7 +130,12 @@ class _Info(Generic[R]):
 
     @property
     def now(self) -> datetime:
-        """The engine clock's time when this callback started (timezone-aware)."""
+        """
+        The engine clock's time when this execution started (timezone-aware).
+
+        `on_error`, and a task's `on_idle` after `execute`, see the time `execute` started; a
+        task event folded after a run sees the time that run started.
+        """
         return self._info.now
 
 

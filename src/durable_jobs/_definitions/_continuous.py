@@ -34,7 +34,8 @@ class Continuous(JobDefinition[R], Generic[I, S, E, R]):
     A recurring job: `execute` runs on `schedule`, with per-instance state.
 
     `client.continuous(job).start(id, input)` creates an instance whose state is `input`; with
-    `start_immediately=True` it runs at once, then on the schedule.
+    `start_immediately=True` its first run is due at once (a worker runs it), then runs
+    follow the schedule.
 
     Type parameters:
         I: what `start` takes — the initial state. Always equal to `S`.

@@ -39,9 +39,10 @@ class Debounce(JobDefinition[R], Generic[I, S, E, R]):
     """
     A debounced job: events per id are folded into a batch that `execute` flushes once.
 
-    The first event of a batch sets the flush alarm at `now + flush_after`; later events do
-    not move it; reaching `max_events` flushes at once. Without `on_event` the batch is the
-    latest event (`S` is `I`).
+    The first event of a batch makes it due at `now + flush_after`; later events do not move
+    that time; reaching `max_events` seals the batch and makes it due at once. A worker
+    flushes due batches, one at a time per id (`add` never runs `execute`). Without
+    `on_event` the batch is the latest event (`S` is `I`).
 
     Type parameters:
         I: the event type (`event=`), validated on `add`.

@@ -26,10 +26,10 @@ R = TypeVar("R", contravariant=True, default=object)
 @attrs.frozen(kw_only=True, eq=False)
 class Task(JobDefinition[R], Generic[I, S, E, R]):
     """
-    A task: `send(id, event)` runs `on_event`; `execute` runs when the task's alarm fires.
+    A task: `send(id, event)` runs `on_event`; a worker runs `execute` when the alarm fires.
 
     Both can change the state, `schedule(...)` or `cancel_schedule()` the one alarm, or
-    `terminate()`. Whenever a callback leaves no alarm set, `on_idle` runs.
+    `terminate()`. Whenever a callback leaves no alarm set, a worker runs `on_idle`.
 
     Type parameters:
         I: the event type (`event=`), validated on `send`.

@@ -1,4 +1,4 @@
-"""`WorkerPool`: a durable queue processed by N instances, one event at a time each."""
+"""`WorkerPool`: a durable queue; at most `concurrency` of its events run at once."""
 
 from collections.abc import Awaitable, Callable
 from typing import Generic, Never
