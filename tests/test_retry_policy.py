@@ -195,6 +195,61 @@ async def test_retry_delays_follow_the_backoff_exactly(
     assert len({run.batch_id for run in harness.runs}) == 1
 
 
+@pytest.mark.parametrize("raises", [False, True], ids=["err", "defect"])
+async def test_retry_delay_counts_from_the_end_of_the_failed_attempt(
+    clock: TestClock, raises: bool
+) -> None:
+    """
+    An attempt that takes 7 s and fails is retried 10 s after it ended, not after it began.
+
+    The execution moves the engine's clock on by 7 s, as a slow call to a failing service
+    would. The old release counted the delay from the attempt's start (`retry_at = start +
+    delay`, for `Err` retries and defect retries alike): its retry alarm would be T0 + 10 s,
+    3 s after the attempt ended, so this test fails there.
+    """
+    took = 7 * SECOND
+    starts: list[datetime] = []
+
+    async def execute(ctx: DebounceExecuteContext[Ping]) -> Result[None, ApiError]:
+        starts.append(ctx.now)
+        clock.set(clock.now() + took)  # the attempt lasts 7 s of the engine's time
+        if raises:
+            msg = "slow and broken"
+            raise RuntimeError(msg)
+        return Err(ApiError(503))
+
+    job = Debounce(
+        name="slow",
+        event=Ping,
+        flush_after="1 hour",
+        execute=execute,
+        retry=Retry(max_attempts=2, delay=Backoff.fixed(10), jitter=False),
+    )
+    events: list[JobEvent] = []
+    engine = Engine(
+        jobs=[job],
+        storage=MemoryStorage(),
+        clock=clock,
+        observers=[events.append],
+        defect_policy=DefectPolicy(max_retries=1, backoff=Backoff.fixed(10)),
+    )
+    client = engine.client.debounce(job)
+    await client.add("p", Ping(1))
+    await client.flush("p")
+    await clock.run_due()
+
+    ended = T0 + took
+    assert (starts, clock.now()) == ([T0], ended)
+    assert [
+        (e.type, e.will_retry, e.retry_at, e.defect) for e in events if e.type == "job.failed"
+    ] == [("job.failed", True, ended + 10 * SECOND, raises)]
+    assert (await client.status("p")).next_flush_at == ended + 10 * SECOND
+    await clock.advance(9)
+    assert len(starts) == 1
+    await clock.advance(1)
+    assert starts == [T0, ended + 10 * SECOND]
+
+
 async def test_default_delay_is_exponential_from_one_second_capped_at_thirty(
     clock: TestClock,
 ) -> None:
