@@ -6,6 +6,8 @@ Client calls (`start`, `trigger`, `terminate`) only store what they ask for; a w
 `clock.advance(...)`, and what a run came to is read from observer events and `status`.
 """
 
+import asyncio
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -38,6 +40,8 @@ from durable_jobs.testing import TestClock
 
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+GUARD = 10.0
+"""Seconds a test waits at most for a run it expects (a hang guard, not a timing check)."""
 
 
 @attrs.frozen
@@ -773,3 +777,151 @@ async def test_observer_sees_retries_and_exhaustion(clock: TestClock) -> None:
         ("job.retry_exhausted", 2, "SyncError: 503", None, None, "max_attempts"),
     ]
     assert "job.executed" not in [e.type for e in events]
+
+
+# --- client calls during a run ----------------------------------------------------------
+
+
+@attrs.define
+class Gate:
+    """An async `execute` that waits until the test lets it finish (or cancels it)."""
+
+    entered: asyncio.Event = attrs.field(factory=asyncio.Event)
+    release: asyncio.Event = attrs.field(factory=asyncio.Event)
+    calls: list[tuple[datetime, int]] = attrs.field(factory=list[tuple[datetime, int]])
+    cancelled: list[int] = attrs.field(factory=list[int])
+
+    async def execute(self, ctx: ContinuousContext[Counter]) -> Result[None, SyncError]:
+        self.calls.append((ctx.now, ctx.run_count))
+        self.entered.set()
+        try:
+            await self.release.wait()
+        except asyncio.CancelledError:
+            self.cancelled.append(ctx.run_count)
+            raise
+        ctx.update_state(lambda s: Counter(s.n + 1))
+        return Ok(None)
+
+
+async def test_trigger_during_a_run_queues_exactly_one_run_right_after_it(
+    clock: TestClock,
+) -> None:
+    """
+    Triggers while a run is in progress return at once and queue one more run (however
+    many arrive), which starts right after the run ends; the schedule is not moved.
+
+    On the old release the run held the instance, so `trigger` waited for it to end and then
+    ran `execute` itself, inside the call: `trigger` would not return while the run waits.
+    """
+    gate = Gate()
+    job = Continuous(
+        name="gated", state=Counter, schedule=every("10 minutes"), execute=gate.execute
+    )
+    engine = Engine(jobs=[job], storage=MemoryStorage(), clock=clock)
+    client = engine.client.continuous(job)
+    await client.start("a", Counter(0))
+    worker = asyncio.create_task(clock.run_due())
+    await asyncio.wait_for(gate.entered.wait(), GUARD)
+    assert (await client.status("a")).status == "running"
+
+    first = await client.trigger("a")
+    second = await client.trigger("a")
+
+    assert (first.triggered, first.after_current_run) == (True, True)
+    assert (second.triggered, second.after_current_run) == (True, True)
+    assert gate.calls == [(T0, 1)]
+    gate.release.set()
+    await asyncio.wait_for(worker, GUARD)
+    assert gate.calls == [(T0, 1), (T0, 2)]
+    assert await client.get_state("a") == Counter(2)
+    status = await client.status("a")
+    assert (status.status, status.run_count, status.next_run_at) == (
+        "scheduled",
+        2,
+        T0 + timedelta(minutes=10),
+    )
+    await clock.run_due()
+    assert len(gate.calls) == 2
+
+
+async def test_terminate_during_an_async_run_cancels_it_and_discards_it(clock: TestClock) -> None:
+    """
+    `terminate` during an async run purges the instance at once; the run is cancelled, its
+    result never written, and `job.lease_lost` reports it.
+
+    The lease is an hour, so the worker learns of the terminate from the call itself, not
+    from a renewal. On the old release the run held the instance: `terminate` waited for
+    the run to end (here: forever), and there was no `job.lease_lost`.
+    """
+    events: list[JobEvent] = []
+    gate = Gate()
+    job = Continuous(
+        name="gated", state=Counter, schedule=every("10 minutes"), execute=gate.execute
+    )
+    storage = MemoryStorage()
+    engine = Engine(
+        jobs=[job], storage=storage, clock=clock, observers=[events.append], lease="1 hour"
+    )
+    client = engine.client.continuous(job)
+    await client.start("a", Counter(0))
+    worker = asyncio.create_task(clock.run_due())
+    await asyncio.wait_for(gate.entered.wait(), GUARD)
+    assert (await client.status("a")).status == "running"
+
+    terminated = await client.terminate("a", reason="retired")
+
+    assert terminated.terminated
+    assert (await client.status("a")).status == "not_found"
+    await asyncio.wait_for(worker, GUARD)  # the run ends without being released: cancelled
+    assert gate.cancelled == [1]
+    assert [e.type for e in events if e.type != "job.started"] == [
+        "job.terminated",
+        "job.lease_lost",
+    ]
+    assert await storage.list_instances() == []
+    assert await client.get_state("a") is None
+    await clock.advance("1 hour")
+    assert len(gate.calls) == 1
+
+
+async def test_terminate_during_a_sync_run_refuses_its_result(clock: TestClock) -> None:
+    """
+    A sync run cannot be stopped: it goes on after `terminate`, and its finish is refused
+    (`job.lease_lost`); the purged instance is not brought back by its result.
+
+    On the old release `terminate` waited for the run, which held the instance, and the run
+    (on the loop) blocked the test from ever releasing it.
+    """
+    events: list[JobEvent] = []
+    entered = threading.Event()
+    release = threading.Event()
+    calls: list[int] = []
+
+    def execute(ctx: ContinuousContext[Counter]) -> Result[None, SyncError]:
+        calls.append(ctx.run_count)
+        entered.set()
+        release.wait(GUARD)
+        ctx.set_state(Counter(99))
+        return Ok(None)
+
+    job = Continuous(name="blocking", state=Counter, schedule=every("10 minutes"), execute=execute)
+    storage = MemoryStorage()
+    engine = Engine(jobs=[job], storage=storage, clock=clock, observers=[events.append])
+    client = engine.client.continuous(job)
+    await client.start("a", Counter(0))
+    worker = asyncio.create_task(clock.run_due())
+    assert await asyncio.to_thread(entered.wait, GUARD)
+    assert (await client.status("a")).status == "running"
+
+    assert (await client.terminate("a")).terminated
+
+    assert (await client.status("a")).status == "not_found"
+    release.set()
+    await asyncio.wait_for(worker, GUARD)
+    assert calls == [1]
+    assert [e.type for e in events if e.type != "job.started"] == [
+        "job.terminated",
+        "job.lease_lost",
+    ]
+    assert await storage.list_instances() == []
+    assert await client.get_state("a") is None
