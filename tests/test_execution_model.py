@@ -49,6 +49,12 @@ def of_type(events: list[JobEvent], type_: str) -> list[JobEvent]:
     return [e for e in events if e.type == type_]
 
 
+async def settle() -> None:
+    """Let every ready task run until it waits (no time passes)."""
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
 # -- client calls never run user code ------------------------------------------------------
 
 
@@ -303,3 +309,35 @@ async def test_lease_lost_is_reported_once_while_other_runs_carry_on(clock: Test
     assert sorted(e.id for e in of_type(events, "job.executed")) == ["kept", "lost"]
     assert await client.get_state("kept") == Counter(1)
     assert await client.get_state("lost") == Counter(1)
+
+
+# -- a running worker picks up what client calls make due --------------------------------
+
+
+async def test_a_serving_worker_runs_each_flush_its_client_makes_due(clock: TestClock) -> None:
+    """
+    With `async with engine:` the worker runs every batch a client call makes due, as soon
+    as the call returns, without the clock moving: not only the first one.
+
+    The clock stays put, so only the client calls' wake-ups can start these flushes. On the
+    old release `add` reaching `max_events` ran the flush itself (inside the call).
+    """
+    flushed: list[int] = []
+    done = asyncio.Event()
+
+    async def execute(ctx: DebounceExecuteContext[Ping]) -> Result[None, str]:
+        flushed.append(ctx.state.n)
+        done.set()
+        return Ok(None)
+
+    job = Debounce(name="now", event=Ping, flush_after="1 hour", max_events=1, execute=execute)
+    engine = Engine(jobs=[job], storage=MemoryStorage(), clock=clock)
+    client = engine.client.debounce(job)
+    async with engine:
+        for n in range(3):
+            clock.set(clock.now() + timedelta(seconds=1))  # each call at a later instant
+            done.clear()
+            await client.add("id", Ping(n))
+            await asyncio.wait_for(done.wait(), GUARD)
+            await settle()  # the worker finishes the flush and goes back to sleep
+    assert flushed == [0, 1, 2]
