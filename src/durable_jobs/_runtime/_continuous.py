@@ -147,6 +147,8 @@ class ContinuousHandler(Generic[I, S, E, R]):
                 return TerminateResult(terminated=False)
             tx.purge()
             now = services.clock.now()
+        if record.lease is not None:
+            services.wake(now)  # a local worker renews at once, learns the run lost its lease
         key = record.key
         services.events.emit(
             JobEvent(

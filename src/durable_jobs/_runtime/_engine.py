@@ -117,7 +117,6 @@ class Engine(Generic[R]):
         positive_int("concurrency", concurrency)
         pool_size = positive_int("threads", concurrency if threads is None else threads)
         self._wake_event: asyncio.Event | None = None
-        self._known_next: datetime | None = None
         self._services = Services(
             storage=self._storage,
             clock=self._clock,
@@ -198,10 +197,10 @@ class Engine(Generic[R]):
 
     def _wake(self, at: datetime) -> None:
         self._worker.keeper.poke()
-        if self._known_next is None or at < self._known_next:
-            self._known_next = at
-            if self._wake_event is not None:
-                self._wake_event.set()
+        # only an alarm before the worker's planned look (or one while it looks) wakes it
+        planned = self._worker.sleeping_until
+        if self._wake_event is not None and (planned is None or at < planned):
+            self._wake_event.set()
 
     async def __aenter__(self) -> Self:
         """Start the worker in the background."""

@@ -247,6 +247,8 @@ class TaskHandler(Generic[I, S, E, R]):
                 return TerminateResult(terminated=False)
             tx.purge()
             now = services.clock.now()
+        if record.lease is not None:
+            services.wake(now)  # a local worker renews at once, learns the run lost its lease
         self._terminated(record.key, now, None)
         return TerminateResult(terminated=True)
 

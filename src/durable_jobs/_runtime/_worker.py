@@ -137,6 +137,8 @@ class Worker:
         self._pools: dict[InstanceKey, int] = {
             job.pool: job.concurrency for job in jobs.values() if job.pool is not None
         }
+        self.sleeping_until: datetime | None = None
+        """When `serve` looks for work next unless woken (None: it is looking right now)."""
 
     @property
     def keeper(self) -> LeaseKeeper:
@@ -196,6 +198,7 @@ class Worker:
         try:
             while not should_stop():
                 wake.clear()
+                self.sleeping_until = None
                 try:
                     next_at = await self._claim_into(running, finished)
                 except SchemaMismatchError:
@@ -217,6 +220,7 @@ class Worker:
                 # a dead worker's leases expire unannounced: look again at least every `poll`
                 latest = now + poll
                 next_at = latest if next_at is None else min(next_at, latest)
+                self.sleeping_until = next_at
                 await clock.sleep_until(next_at, wake)
         except BaseException:
             await self._abandon(running)
