@@ -329,8 +329,16 @@ class TaskHandler(Generic[I, S, E, R]):
 
         # after a final failure `on_idle` sees the state as it was before this attempt
         before = StateCell(cell.value)
+
+        async def idle_after_failure() -> None:
+            # the failed attempt's schedule is discarded with its state: the alarm that
+            # fired is consumed, so `on_idle` starts from none and decides the next one
+            schedule.at = None
+            schedule.changed = False
+            await idle_after("on_error", before)
+
         execute = job.execute
-        return await run_execution(
+        result = await run_execution(
             self._services,
             Execution(
                 info=info,
@@ -345,10 +353,15 @@ class TaskHandler(Generic[I, S, E, R]):
                 letter_state=record.state,
                 letter_meta=record.meta,
                 after_success=lambda: idle_after("execute", cell),
-                after_final_failure=lambda: idle_after("on_error", before),
+                after_final_failure=idle_after_failure,
             ),
             run,
         )
+        if result.alarm_at is not None:
+            # a retry or an `on_error` reschedule: the attempt's schedule was discarded with
+            # its state (the task's alarm is the retry's), so it is not reported either
+            schedule.changed = False
+        return result
 
     async def _run_idle(
         self,
