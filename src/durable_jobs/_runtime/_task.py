@@ -445,7 +445,11 @@ class TaskHandler(Generic[I, S, E, R]):
                 alarm = None if record.status is InstanceStatus.FAILED else _alarm(meta, now)
                 tx.save(attrs.evolve(record, meta=encode(meta), alarm_at=alarm, updated_at=now))
         if result is not None:
-            emit_all(services, result.events)
+            # an `on_idle` run of its own is not an execution of `execute`: no job.executed
+            emit_all(
+                services,
+                (e for e in result.events if action != "idle" or e.type != "job.executed"),
+            )
         for at in scheduled:
             self._scheduled(key, now, at, action)
         if alarm is not None:
