@@ -9,13 +9,11 @@ import pytest
 
 from durable_jobs import (
     Backoff,
-    Defect,
     DefectPolicy,
     Engine,
     Err,
     ErrorContext,
     ExecutionError,
-    FailedFinally,
     FailureReason,
     IdleReason,
     InstanceKey,
@@ -25,13 +23,10 @@ from durable_jobs import (
     Ok,
     Result,
     Retry,
-    RetryScheduled,
-    Succeeded,
     Task,
     TaskEventContext,
     TaskExecuteContext,
     TaskIdleContext,
-    Terminated,
     ValidationError,
 )
 from durable_jobs.testing import TestClock
@@ -178,10 +173,13 @@ async def test_send_runs_on_event_and_stores_state(clock: TestClock) -> None:
     client = engine.client.task(job)
 
     first = await client.send("t", Command("a"))
+    assert rec.idle == []  # on_idle is owed to the worker, never run by send
+    await clock.run_due()
     second = await client.send("t", Command("b"))
+    await clock.run_due()
 
-    assert (first.created, first.scheduled_at, first.duplicate) == (True, None, False)
-    assert (second.created, second.scheduled_at) == (False, None)
+    assert (first.status, first.created, first.scheduled_at) == ("applied", True, None)
+    assert (second.status, second.created, second.scheduled_at) == ("applied", False, None)
     assert rec.events == [("a", 1, None, None), ("b", 2, Flow(("a",)), None)]
     assert await client.get_state("t") == Flow(("a", "b"))
     status = await client.status("t")
@@ -192,7 +190,7 @@ async def test_send_runs_on_event_and_stores_state(clock: TestClock) -> None:
         None,
     )
     assert rec.calls == []
-    # no alarm after on_event: on_idle ran each time, seeing the new state
+    # no alarm after on_event: on_idle ran on the worker each time, seeing the new state
     assert rec.idle == [("on_event", Flow(("a",))), ("on_event", Flow(("a", "b")))]
 
 
@@ -270,6 +268,7 @@ async def test_cancel_schedule_clears_the_alarm(clock: TestClock) -> None:
     assert cancelled.scheduled_at is None
     status = await client.status("t")
     assert (status.status, status.scheduled_at) == ("idle", None)
+    await clock.run_due()
     assert rec.idle == [("on_event", Flow(("schedule", "cancel")))]
     await clock.advance("1 hour")
     assert rec.calls == []
@@ -285,9 +284,11 @@ async def test_on_idle_can_schedule(clock: TestClock) -> None:
     client = engine.client.task(job)
 
     sent = await client.send("t", Command("a"))
+    assert sent.scheduled_at is None  # on_idle has not run yet: the worker runs it
+    await clock.run_due()
 
-    assert sent.scheduled_at == T0 + timedelta(minutes=5)
-    assert (await client.status("t")).status == "scheduled"
+    status = await client.status("t")
+    assert (status.status, status.scheduled_at) == ("scheduled", T0 + timedelta(minutes=5))
     await clock.advance("5 minutes")
     assert [c.at for c in rec.calls] == [T0 + timedelta(minutes=5)]
     assert (await client.status("t")).status == "idle"
@@ -349,8 +350,9 @@ async def test_trigger_runs_execute_now(clock: TestClock) -> None:
 
     triggered = await client.trigger("t")
 
-    assert triggered.triggered
-    assert triggered.outcome == Succeeded(attempt=1)
+    assert (triggered.triggered, triggered.after_current_run) == (True, False)
+    assert rec.calls == []  # due now: the worker runs it
+    await clock.run_due()
     assert rec.calls == [ExecCall(T0 + timedelta(minutes=1), 1, False, 1, Flow(("schedule",)))]
     assert await client.get_state("t") == Flow(("schedule", "exec1"))
     assert (await client.status("t")).status == "idle"
@@ -365,8 +367,9 @@ async def test_trigger_and_terminate_never_create_a_task(clock: TestClock) -> No
     triggered = await client.trigger("missing")
     terminated = await client.terminate("missing")
 
-    assert (triggered.triggered, triggered.outcome) == (False, None)
+    assert (triggered.triggered, triggered.after_current_run) == (False, False)
     assert not terminated.terminated
+    await clock.advance("1 hour")
     assert rec.calls == []
     assert await storage.list_instances() == []
     assert (await client.status("missing")).status == "not_found"
@@ -403,8 +406,7 @@ async def test_terminate_from_on_event(clock: TestClock) -> None:
 
     sent = await client.send("t", Command("stop"))
 
-    assert sent.terminated
-    assert sent.scheduled_at is None
+    assert (sent.status, sent.created, sent.scheduled_at) == ("terminated", False, None)
     assert (await client.status("t")).status == "not_found"
     assert await storage.list_instances() == []
     await clock.advance("1 hour")
@@ -412,15 +414,21 @@ async def test_terminate_from_on_event(clock: TestClock) -> None:
 
 
 async def test_terminate_from_execute_purges_without_on_error(clock: TestClock) -> None:
+    events: list[JobEvent] = []
     job, rec = make(["terminate"], retry=fixed(1))
     storage = MemoryStorage()
-    engine = Engine(jobs=[job], storage=storage, clock=clock)
+    engine = Engine(jobs=[job], storage=storage, clock=clock, observers=[events.append])
     client = engine.client.task(job)
     await client.send("t", Command("a"))
+    await clock.run_due()  # the on_idle owed after on_event
 
-    triggered = await client.trigger("t")
+    await client.trigger("t")
+    await clock.run_due()
 
-    assert triggered.outcome == Terminated(reason="finished")
+    assert len(rec.calls) == 1
+    assert [(e.type, e.reason) for e in events if e.type.startswith("job.")] == [
+        ("job.terminated", "finished")
+    ]
     assert (await client.status("t")).status == "not_found"
     assert await storage.list_instances() == []
     assert await storage.dead_letters() == []
@@ -437,10 +445,9 @@ async def test_event_id_makes_send_idempotent(clock: TestClock) -> None:
     again = await client.send("t", Command("a"), event_id="e1")
     other = await client.send("t", Command("b"), event_id="e2")
 
-    assert not first.duplicate
-    assert again.duplicate
-    assert not again.created
-    assert not other.duplicate
+    assert first.status == "applied"
+    assert (again.status, again.created) == ("duplicate", False)
+    assert other.status == "applied"
     assert [e[0] for e in rec.events] == ["a", "b"]
     assert await client.get_state("t") == Flow(("a", "b"))
     assert (await client.status("t")).event_count == 2
@@ -456,9 +463,8 @@ async def test_event_id_of_a_terminating_event_is_remembered(clock: TestClock) -
     stopped = await client.send("t", Command("stop"), event_id="e2")
     redelivered = await client.send("t", Command("stop"), event_id="e2")
 
-    assert stopped.terminated
-    assert redelivered.duplicate
-    assert not redelivered.created
+    assert stopped.status == "terminated"
+    assert (redelivered.status, redelivered.created) == ("duplicate", False)
     assert [e[0] for e in rec.events] == ["a", "stop"]
     assert await storage.list_instances() == []
 
@@ -536,6 +542,8 @@ async def test_ok_after_a_retry_commits_state_and_resets_the_attempt(clock: Test
     assert await client.get_state("t") == Flow(("schedule", "exec2"))
     # a later execute is a fresh attempt 1
     await client.trigger("t")
+    await clock.run_due()
+    assert len(rec.calls) == 3
     assert rec.calls[-1].attempt == 1
 
 
@@ -545,16 +553,19 @@ async def test_ok_after_a_retry_commits_state_and_resets_the_attempt(clock: Test
 async def test_err_with_retry_discards_changes_and_sets_the_exact_alarm(
     clock: TestClock,
 ) -> None:
+    events: list[JobEvent] = []
     job, rec = make(["err"], retry=fixed(7, max_attempts=5))
-    engine = Engine(jobs=[job], storage=MemoryStorage(), clock=clock)
+    engine = Engine(jobs=[job], storage=MemoryStorage(), clock=clock, observers=[events.append])
     client = engine.client.task(job)
     await client.send("t", Command("a"))
+    await clock.run_due()  # the on_idle owed after on_event
 
-    triggered = await client.trigger("t")
+    await client.trigger("t")
+    await clock.run_due()
 
-    assert triggered.outcome == RetryScheduled(
-        attempt=1, retry_at=T0 + timedelta(seconds=7), error="StepError: 503"
-    )
+    assert [(e.type, e.attempt, e.will_retry, e.retry_at, e.error) for e in events] == [
+        ("job.failed", 1, True, T0 + timedelta(seconds=7), "StepError: 503")
+    ]
     # execute's state change and its schedule("1 hour") were both discarded
     assert await client.get_state("t") == Flow(("a",))
     status = await client.status("t")
@@ -633,18 +644,17 @@ async def test_final_failure_gives_on_error_the_same_error_and_keeps_state(
 
 
 async def test_no_retry_is_final_after_one_run(clock: TestClock) -> None:
+    events: list[JobEvent] = []
     job, rec = make(["err"])
-    engine = Engine(jobs=[job], storage=MemoryStorage(), clock=clock)
+    engine = Engine(jobs=[job], storage=MemoryStorage(), clock=clock, observers=[events.append])
     client = engine.client.task(job)
     await client.send("t", Command("a"))
-    triggered = await client.trigger("t")
-    assert triggered.outcome == FailedFinally(
-        attempts=1,
-        reason="no_retry",
-        error="StepError: 503",
-        rescheduled_at=None,
-        dead_lettered=False,
-    )
+    await client.trigger("t")
+    await clock.run_due()
+    assert len(rec.calls) == 1
+    assert [(e.type, e.attempt, e.will_retry, e.reason, e.error) for e in events] == [
+        ("job.failed", 1, False, "no_retry", "StepError: 503")
+    ]
     assert [(h.error, h.reason, h.attempts) for h in rec.handled] == [
         (rec.returned[0], "no_retry", 1)
     ]
@@ -702,11 +712,12 @@ async def test_on_error_reschedule_runs_execute_again(clock: TestClock) -> None:
     engine = Engine(jobs=[job], storage=storage, clock=clock)
     client = engine.client.task(job)
     await client.send("t", Command("a"))
+    await clock.run_due()  # the on_idle owed after on_event
 
-    triggered = await client.trigger("t")
+    await client.trigger("t")
+    await clock.run_due()
 
-    assert isinstance(triggered.outcome, FailedFinally)
-    assert triggered.outcome.rescheduled_at == T0 + timedelta(minutes=10)
+    assert len(rec.calls) == 1
     status = await client.status("t")
     assert (status.status, status.scheduled_at, status.attempt) == (
         "scheduled",
@@ -727,13 +738,19 @@ async def test_on_error_terminate_purges_without_dead_letter(clock: TestClock) -
     def give_up(e: StepError, ctx: ErrorContext[Flow | None]) -> None:
         ctx.terminate("gave up")
 
+    events: list[JobEvent] = []
     job, rec = make(["err"], on_error=give_up)
     storage = MemoryStorage()
-    engine = Engine(jobs=[job], storage=storage, clock=clock)
+    engine = Engine(jobs=[job], storage=storage, clock=clock, observers=[events.append])
     client = engine.client.task(job)
     await client.send("t", Command("a"))
-    triggered = await client.trigger("t")
-    assert triggered.outcome == Terminated(reason="gave up")
+    await clock.run_due()  # the on_idle owed after on_event
+    await client.trigger("t")
+    await clock.run_due()
+    assert len(rec.calls) == 1
+    assert [(e.type, e.reason) for e in events if e.type == "job.terminated"] == [
+        ("job.terminated", "gave up")
+    ]
     assert (await client.status("t")).status == "not_found"
     assert await storage.list_instances() == []
     assert await storage.dead_letters() == []
@@ -747,17 +764,20 @@ async def test_defect_is_retried_by_the_policy_then_parked(clock: TestClock) -> 
     job, rec = make(["raise"], retry=fixed(1, max_attempts=10))
     storage = MemoryStorage()
     policy = DefectPolicy(max_retries=2, backoff=Backoff.fixed("5 seconds"))
-    engine = Engine(jobs=[job], storage=storage, clock=clock, defect_policy=policy)
+    events: list[JobEvent] = []
+    engine = Engine(
+        jobs=[job], storage=storage, clock=clock, defect_policy=policy, observers=[events.append]
+    )
     client = engine.client.task(job)
     await client.send("t", Command("a"))
+    await clock.run_due()  # the on_idle owed after on_event
 
-    triggered = await client.trigger("t")
+    await client.trigger("t")
+    await clock.run_due()
 
-    assert isinstance(triggered.outcome, Defect)
-    assert (triggered.outcome.retry_at, triggered.outcome.parked) == (
-        T0 + timedelta(seconds=5),
-        False,
-    )
+    assert [(e.type, e.defect, e.will_retry, e.retry_at) for e in events] == [
+        ("job.failed", True, True, T0 + timedelta(seconds=5))
+    ]
     status = await client.status("t")
     assert (status.status, status.scheduled_at) == ("retrying", T0 + timedelta(seconds=5))
     await clock.advance(10)
@@ -830,18 +850,42 @@ async def test_on_idle_raising_after_execute_is_a_defect(clock: TestClock) -> No
     assert not (await client.trigger("t")).triggered
 
 
-async def test_on_idle_raising_in_send_is_an_execution_error(clock: TestClock) -> None:
+async def test_on_idle_raising_after_send_is_a_defect_on_the_worker(clock: TestClock) -> None:
+    raised: list[IdleReason] = []
+
     def broken(ctx: TaskIdleContext[Flow]) -> None:
+        raised.append(ctx.idle_reason)
         msg = "idle broke"
         raise RuntimeError(msg)
 
     job, rec = make(on_idle=broken)
     storage = MemoryStorage()
-    engine = Engine(jobs=[job], storage=storage, clock=clock)
-    with pytest.raises(ExecutionError):
-        await engine.client.task(job).send("t", Command("a"))
-    assert [e[0] for e in rec.events] == ["a"]
-    assert await storage.list_instances() == []
+    policy = DefectPolicy(max_retries=1, backoff=Backoff.fixed("5 seconds"))
+    engine = Engine(jobs=[job], storage=storage, clock=clock, defect_policy=policy)
+    client = engine.client.task(job)
+
+    # on_idle runs on the worker: the send is applied and cannot fail because of it
+    sent = await client.send("t", Command("a"))
+    assert sent.status == "applied"
+    assert raised == []
+
+    await clock.run_due()
+    assert raised == ["on_event"]
+    assert (await client.status("t")).status == "retrying"  # by the defect policy
+    await clock.advance("5 seconds")
+    assert raised == ["on_event", "on_event"]
+
+    status = await client.status("t")
+    assert status.status == "failed"
+    assert status.last_error is not None
+    assert "RuntimeError: idle broke" in status.last_error
+    assert await client.get_state("t") == Flow(("a",))  # the event's fold is kept
+    assert [(d.reason, d.state) for d in await storage.dead_letters()] == [
+        ("defect", {"log": ["a"]})
+    ]
+    await clock.advance("1 day")
+    assert raised == ["on_event", "on_event"]
+    assert rec.calls == []
 
 
 async def test_on_idle_raising_after_a_final_failure_parks_the_task(clock: TestClock) -> None:
@@ -895,6 +939,7 @@ async def test_observer_sees_retries_and_exhaustion(clock: TestClock) -> None:
     engine = Engine(jobs=[job], storage=MemoryStorage(), clock=clock, observers=[events.append])
     client = engine.client.task(job)
     await client.send("t", Command("a"))
+    await clock.run_due()  # the on_idle owed after on_event
     await client.trigger("t")
     await clock.advance(4)
     failures = [
@@ -906,4 +951,6 @@ async def test_observer_sees_retries_and_exhaustion(clock: TestClock) -> None:
         ("job.failed", 1, "StepError: 503", True, T0 + timedelta(seconds=4), None),
         ("job.retry_exhausted", 2, "StepError: 503", None, None, "max_attempts"),
     ]
-    assert "job.executed" not in [e.type for e in events]
+    # nothing else: the failed attempts' schedule("1 hour") is not reported as scheduled,
+    # and the on_idle run after the send is not an execution
+    assert [e.type for e in events] == ["job.failed", "job.retry_exhausted"]
