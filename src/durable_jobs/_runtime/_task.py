@@ -480,8 +480,10 @@ class TaskHandler(Generic[I, S, E, R]):
         if isinstance(outcome, FailedFinally) and outcome.rescheduled_at is None:
             # a final failure keeps the task and its state; `on_idle` may have scheduled
             return saved, attrs.evolve(meta, scheduled_at=schedule.at, idle=None, idle_at=None)
-        # a retry, a defect retry, or `on_error` rescheduled: the task's one alarm
-        return saved, attrs.evolve(meta, scheduled_at=result.alarm_at)
+        # a retry, a defect retry, or `on_error` rescheduled: the task's one alarm. Like every
+        # other outcome of `execute` it supersedes an `on_idle` still owed from an event (the
+        # task has an alarm now); run later, that `on_idle` would reset the attempt count
+        return saved, attrs.evolve(meta, scheduled_at=result.alarm_at, idle=None, idle_at=None)
 
     async def _fold_queued(
         self,
