@@ -611,6 +611,32 @@ async def test_max_attempts_three_means_exactly_three_runs(clock: TestClock) -> 
     assert len(rec.handled) == 1
 
 
+async def test_trigger_before_the_owed_on_idle_ran_keeps_the_attempt_count(
+    clock: TestClock,
+) -> None:
+    """
+    A trigger that beats the worker to the on_idle owed after a send: execute runs first,
+    fails and waits for its retry; the owed on_idle must not restart its attempts.
+
+    (On 0.1.0 on_idle ran inside send, so nothing was owed; this is a new-model case.)
+    """
+    job, rec = make(["err"], retry=fixed(4, max_attempts=2))
+    engine = Engine(jobs=[job], storage=MemoryStorage(), clock=clock)
+    client = engine.client.task(job)
+    await client.send("t", Command("a"))
+    await client.trigger("t")
+
+    await clock.advance("1 day")
+
+    assert [(c.at - T0, c.attempt) for c in rec.calls] == [
+        (timedelta(0), 1),
+        (timedelta(seconds=4), 2),
+    ]
+    assert [(h.reason, h.attempts) for h in rec.handled] == [("max_attempts", 2)]
+    status = await client.status("t")
+    assert (status.status, status.attempt, status.scheduled_at) == ("idle", 1, None)
+
+
 # --- SPEC §5: final failure -------------------------------------------------------------
 
 
