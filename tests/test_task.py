@@ -1,14 +1,16 @@
 """Tasks through the public client, driven by TestClock (SPEC §4 and §5)."""
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Literal, TypeVar
 
 import attrs
 import pytest
 
 from durable_jobs import (
     Backoff,
+    Client,
     DefectPolicy,
     Engine,
     Err,
@@ -980,3 +982,207 @@ async def test_observer_sees_retries_and_exhaustion(clock: TestClock) -> None:
     # nothing else: the failed attempts' schedule("1 hour") is not reported as scheduled,
     # and the on_idle run after the send is not an execution
     assert [e.type for e in events] == ["job.failed", "job.retry_exhausted"]
+
+
+# --- the worker runs execute; a send or trigger during a run never waits for it ---------
+
+HANG_GUARD = 10.0
+"""
+Seconds before a blocked await fails the test instead of hanging it. Never reached when the
+behaviour is right: these calls do not wait for user code (0.1.0 held the instance for the
+whole run, so they waited for the gated `execute`, which waits for the test: a deadlock).
+"""
+
+
+T = TypeVar("T")
+
+
+async def promptly(awaitable: Awaitable[T]) -> T:
+    async with asyncio.timeout(HANG_GUARD):
+        return await awaitable
+
+
+@attrs.define
+class Gated:
+    """A task whose async `execute` blocks, on its first call, until the test releases it."""
+
+    started: asyncio.Event = attrs.field(factory=asyncio.Event)
+    release: asyncio.Event = attrs.field(factory=asyncio.Event)
+    folded: list[tuple[str, int]] = attrs.field(factory=list[tuple[str, int]])
+    runs: list[tuple[datetime, Flow | None]] = attrs.field(
+        factory=list[tuple[datetime, Flow | None]]
+    )
+
+    def job(self) -> Task[Command, Flow, StepError]:
+        def on_event(ctx: TaskEventContext[Command, Flow]) -> None:
+            self.folded.append((ctx.event.action, ctx.event_count))
+            if ctx.event.action == "explode":
+                msg = "on_event broke"
+                raise RuntimeError(msg)
+            ctx.update_state(lambda s: append(s, ctx.event.action))
+            if ctx.event.action == "go":
+                ctx.schedule(0)
+
+        async def execute(ctx: TaskExecuteContext[Flow]) -> Result[None, StepError]:
+            self.runs.append((ctx.now, ctx.state))
+            if len(self.runs) == 1:
+                self.started.set()
+                await self.release.wait()
+            ctx.update_state(lambda s: append(s, f"exec{len(self.runs)}"))
+            return Ok(None)
+
+        return Task(name="gated", event=Command, state=Flow, on_event=on_event, execute=execute)
+
+
+async def test_send_during_a_running_execute_is_queued_then_folded_in_order(
+    clock: TestClock,
+) -> None:
+    """
+    Sends while `execute` runs return "queued" at once; the worker folds them, in order,
+    right after the run (after execute's own state change).
+
+    Fails on 0.1.0: `execute` ran holding the instance, so `send` waited for the whole run
+    (issue 11 measured 2.4-3.0 s per `add` on SQLite), and it had no "queued" status.
+    """
+    gated = Gated()
+    job = gated.job()
+    engine = Engine(jobs=[job], storage=MemoryStorage(), clock=clock)
+    client = engine.client.task(job)
+    await client.send("t", Command("go"))
+    worker = asyncio.create_task(clock.run_due())
+    await promptly(gated.started.wait())
+
+    sent = [await promptly(client.send("t", Command(action))) for action in ("b", "c")]
+
+    assert [(s.status, s.created) for s in sent] == [("queued", False), ("queued", False)]
+    assert gated.folded == [("go", 1)]  # not folded yet
+    status = await client.status("t")
+    assert (status.status, status.queued_events, status.event_count) == ("running", 2, 1)
+    assert await client.get_state("t") == Flow(("go",))
+
+    gated.release.set()
+    await promptly(worker)
+
+    assert gated.folded == [("go", 1), ("b", 2), ("c", 3)]
+    assert await client.get_state("t") == Flow(("go", "exec1", "b", "c"))
+    status = await client.status("t")
+    assert (status.status, status.queued_events, status.event_count, status.execute_count) == (
+        "idle",
+        0,
+        3,
+        1,
+    )
+    assert len(gated.runs) == 1
+
+
+async def test_a_queued_event_whose_on_event_raises_gets_its_own_dead_letter(
+    clock: TestClock,
+) -> None:
+    """
+    A queued event that cannot be folded is dead-lettered (reason "on_event") on its own;
+    the events queued after it are still folded and the task carries on.
+
+    Fails on 0.1.0: there was no queue of sends. A send waited for the running `execute`
+    and then raised `ExecutionError` to its caller: nothing was kept of that event.
+    """
+    gated = Gated()
+    job = gated.job()
+    storage = MemoryStorage()
+    engine = Engine(jobs=[job], storage=storage, clock=clock)
+    client = engine.client.task(job)
+    await client.send("t", Command("go"))
+    worker = asyncio.create_task(clock.run_due())
+    await promptly(gated.started.wait())
+
+    sent = [await promptly(client.send("t", Command(a))) for a in ("b", "explode", "c")]
+    assert [s.status for s in sent] == ["queued", "queued", "queued"]
+    gated.release.set()
+    await promptly(worker)
+
+    assert gated.folded == [("go", 1), ("b", 2), ("explode", 3), ("c", 3)]
+    assert await client.get_state("t") == Flow(("go", "exec1", "b", "c"))
+    letters = await storage.dead_letters()
+    assert [(d.key, d.reason, d.attempts, d.event) for d in letters] == [
+        (
+            InstanceKey(JobKind.TASK, "gated", "t"),
+            "on_event",
+            1,
+            {"action": "explode", "seconds": 0},
+        )
+    ]
+    assert "on_event broke" in letters[0].error
+    assert letters[0].state == {"log": ["go", "exec1", "b"]}  # as the event found it
+    status = await client.status("t")
+    assert (status.status, status.event_count, status.queued_events) == ("idle", 3, 0)
+
+
+async def test_trigger_during_a_run_runs_execute_again_right_after_it(clock: TestClock) -> None:
+    """
+    A trigger while `execute` runs reports `after_current_run` and execute runs once more
+    right after the run ends, on the worker (with what the first run committed).
+
+    Fails on 0.1.0: trigger ran `execute` itself, in the caller, after waiting for the
+    instance held by the running one.
+    """
+    gated = Gated()
+    job = gated.job()
+    engine = Engine(jobs=[job], storage=MemoryStorage(), clock=clock)
+    client = engine.client.task(job)
+    await client.send("t", Command("go"))
+    worker = asyncio.create_task(clock.run_due())
+    await promptly(gated.started.wait())
+
+    triggered = await promptly(client.trigger("t"))
+
+    assert (triggered.triggered, triggered.after_current_run) == (True, True)
+    assert len(gated.runs) == 1
+    gated.release.set()
+    await promptly(worker)
+
+    assert gated.runs == [(T0, Flow(("go",))), (T0, Flow(("go", "exec1")))]
+    status = await client.status("t")
+    assert (status.status, status.execute_count) == ("idle", 2)
+    await clock.advance("1 day")
+    assert len(gated.runs) == 2
+
+
+@attrs.frozen
+class Mailer:
+    sender: str
+
+
+async def test_on_idle_after_a_send_runs_on_the_worker_with_its_deps(clock: TestClock) -> None:
+    """
+    A send that leaves no alarm owes `on_idle`: a worker runs it shortly after, with the
+    engine's deps; a client without deps can send.
+
+    Fails on 0.1.0: on_idle ran inside `send` (the caller's process, before send returned),
+    so whoever sent needed the jobs' deps.
+    """
+    idle: list[tuple[IdleReason, Flow | None, str]] = []
+
+    def on_event(ctx: TaskEventContext[Command, Flow]) -> None:
+        ctx.update_state(lambda s: append(s, ctx.event.action))
+
+    def execute(ctx: TaskExecuteContext[Flow, Mailer]) -> Result[None, StepError]:
+        return Ok(None)
+
+    def on_idle(ctx: TaskIdleContext[Flow, Mailer]) -> None:
+        idle.append((ctx.idle_reason, ctx.state, ctx.deps.sender))
+
+    job = Task(
+        name="idle", event=Command, state=Flow, on_event=on_event, execute=execute, on_idle=on_idle
+    )
+    storage = MemoryStorage()
+    engine = Engine(jobs=[job], deps=Mailer("ops@example.com"), storage=storage, clock=clock)
+    web = Client(jobs=[job], storage=storage, clock=clock)  # a web process: no deps
+
+    sent = await web.task(job).send("t", Command("a"))
+
+    assert (sent.status, sent.scheduled_at) == ("applied", None)
+    assert idle == []
+    await clock.run_due()
+    assert idle == [("on_event", Flow(("a",)), "ops@example.com")]
+    assert (await engine.client.task(job).status("t")).status == "idle"
+    await clock.advance("1 day")
+    assert len(idle) == 1
