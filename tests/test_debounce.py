@@ -12,7 +12,6 @@ from durable_jobs import (
     Engine,
     Err,
     ErrorContext,
-    FailedFinally,
     InvalidDefinitionError,
     MemoryStorage,
     Ok,
@@ -91,16 +90,24 @@ async def test_window_is_fixed_from_first_event(clock: TestClock) -> None:
     assert await client.get_state("t") is None
 
 
-async def test_max_events_flushes_at_once(clock: TestClock) -> None:
+async def test_max_events_seals_the_batch_and_a_worker_flushes_it(clock: TestClock) -> None:
     job, calls, _ = make()
     engine = Engine(jobs=[job], storage=MemoryStorage(), clock=clock)
     client = engine.client.debounce(job)
     for email in ("a", "b"):
         await client.add("t", Signup(email))
     result = await client.add("t", Signup("c"))
-    assert result.flush is not None
-    assert result.flush.reason == "max_events"
+    # the full batch is sealed and due now; a worker flushes it, never the add call
+    assert (result.sealed, result.event_count, result.will_flush_at) == (True, 3, clock.now())
+    assert calls == []
+    status = await client.status("t")
+    assert [(b.batch_id, b.stage, b.event_count, b.reason) for b in status.batches] == [
+        (result.batch_id, "queued", 3, "max_events")
+    ]
+    assert await client.get_state("t") is None  # no open batch: the next add opens one
+    await clock.run_due()
     assert calls == [(1, ("a", "b", "c"), "max_events")]
+    assert (await client.status("t")).status == "not_found"
 
 
 async def test_event_id_is_idempotent(clock: TestClock) -> None:
@@ -110,7 +117,9 @@ async def test_event_id_is_idempotent(clock: TestClock) -> None:
     await client.add("t", Signup("a"), event_id="e1")
     again = await client.add("t", Signup("a"), event_id="e1")
     assert again.duplicate
-    assert again.event_count == 1
+    assert (again.created, again.batch_id) == (False, None)
+    assert [b.event_count for b in (await client.status("t")).batches] == [1]
+    assert await client.get_state("t") == Digest(("a",))
     await clock.advance("1 minute")
     assert calls == [(1, ("a",), "flush_after")]
 
@@ -124,7 +133,10 @@ async def test_retry_with_exact_fixed_delays_then_success(clock: TestClock) -> N
     await clock.advance("1 minute")
     status = await client.status("t")
     assert status.status == "retrying"
-    assert status.will_flush_at == clock.now() + timedelta(seconds=10)
+    assert status.next_flush_at == clock.now() + timedelta(seconds=10)
+    assert [(b.stage, b.due_at) for b in status.batches] == [
+        ("retrying", clock.now() + timedelta(seconds=10))
+    ]
     await clock.advance("10 seconds")
     await clock.advance("10 seconds")
     assert [c[0] for c in calls] == [1, 2, 3]
@@ -151,10 +163,14 @@ async def test_should_retry_false_is_final_after_one_run(clock: TestClock) -> No
     client = engine.client.debounce(job)
     await client.add("t", Signup("a"))
     flushed = await client.flush("t")
-    assert isinstance(flushed.outcome, FailedFinally)
-    assert flushed.outcome.reason == "not_retryable"
-    assert len(calls) == 1
+    assert (flushed.requested, flushed.event_count) == (True, 1)
+    assert calls == []  # flush() only makes the batch due: a worker runs it
+    await clock.run_due()
+    assert [reason for _, _, reason in calls] == ["manual"]
     assert handled == ["400:not_retryable:1:1"]
+    assert (await client.status("t")).status == "not_found"
+    await clock.advance("1 hour")
+    assert len(calls) == 1
 
 
 async def test_no_on_error_writes_dead_letter_before_purge(clock: TestClock) -> None:

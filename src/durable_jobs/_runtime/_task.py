@@ -331,8 +331,16 @@ class TaskHandler(Generic[I, S, E, R]):
 
         # after a final failure `on_idle` sees the state as it was before this attempt
         before = StateCell(cell.value)
+
+        async def idle_after_failure() -> None:
+            # the failed attempt's schedule is discarded with its state: the alarm that
+            # fired is consumed, so `on_idle` starts from none and decides the next one
+            schedule.at = None
+            schedule.changed = False
+            await idle_after("on_error", before)
+
         execute = job.execute
-        return await run_execution(
+        result = await run_execution(
             self._services,
             Execution(
                 info=info,
@@ -347,10 +355,15 @@ class TaskHandler(Generic[I, S, E, R]):
                 letter_state=record.state,
                 letter_meta=record.meta,
                 after_success=lambda: idle_after("execute", cell),
-                after_final_failure=lambda: idle_after("on_error", before),
+                after_final_failure=idle_after_failure,
             ),
             run,
         )
+        if result.alarm_at is not None:
+            # a retry or an `on_error` reschedule: the attempt's schedule was discarded with
+            # its state (the task's alarm is the retry's), so it is not reported either
+            schedule.changed = False
+        return result
 
     async def _run_idle(
         self,
@@ -434,7 +447,11 @@ class TaskHandler(Generic[I, S, E, R]):
                 alarm = None if record.status is InstanceStatus.FAILED else _alarm(meta, now)
                 tx.save(attrs.evolve(record, meta=encode(meta), alarm_at=alarm, updated_at=now))
         if result is not None:
-            emit_all(services, result.events)
+            # an `on_idle` run of its own is not an execution of `execute`: no job.executed
+            emit_all(
+                services,
+                (e for e in result.events if action != "idle" or e.type != "job.executed"),
+            )
         for at in scheduled:
             self._scheduled(key, now, at, action)
         if alarm is not None:
@@ -465,8 +482,10 @@ class TaskHandler(Generic[I, S, E, R]):
         if isinstance(outcome, FailedFinally) and outcome.rescheduled_at is None:
             # a final failure keeps the task and its state; `on_idle` may have scheduled
             return saved, attrs.evolve(meta, scheduled_at=schedule.at, idle=None, idle_at=None)
-        # a retry, a defect retry, or `on_error` rescheduled: the task's one alarm
-        return saved, attrs.evolve(meta, scheduled_at=result.alarm_at)
+        # a retry, a defect retry, or `on_error` rescheduled: the task's one alarm. Like every
+        # other outcome of `execute` it supersedes an `on_idle` still owed from an event (the
+        # task has an alarm now); run later, that `on_idle` would reset the attempt count
+        return saved, attrs.evolve(meta, scheduled_at=result.alarm_at, idle=None, idle_at=None)
 
     async def _fold_queued(
         self,
