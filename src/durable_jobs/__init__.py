@@ -33,6 +33,7 @@ from ._errors import ExecutionError as ExecutionError
 from ._errors import InstanceNotFoundError as InstanceNotFoundError
 from ._errors import InvalidDefinitionError as InvalidDefinitionError
 from ._errors import JobNotFoundError as JobNotFoundError
+from ._errors import SchemaMismatchError as SchemaMismatchError
 from ._errors import StorageError as StorageError
 from ._errors import ValidationError as ValidationError
 from ._observe import EventType as EventType
@@ -152,6 +153,7 @@ __all__ = [
     "Retry",
     "RetryScheduled",
     "Schedule",
+    "SchemaMismatchError",
     "SendResult",
     "SendStatus",
     "SqliteStorage",

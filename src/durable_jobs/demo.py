@@ -123,7 +123,6 @@ class Board:
     """What the jobs did, shared with them as `ctx.deps` (the demo's dependencies)."""
 
     started: float = attrs.field(factory=time.monotonic)
-    wall_start: datetime = attrs.field(factory=lambda: datetime.now(UTC))
     quiet: bool = False
     delivered: list[str] = attrs.field(factory=list[str])
     batches: list[str] = attrs.field(factory=list[str])
@@ -367,19 +366,21 @@ async def _scenario(board: Board, db: Path, within: float) -> list[Check]:
     return checks
 
 
+_ALARMS = {"placed": "payment reminder", "paid": "shipping"}
+"""What an order's alarm means after each event."""
+
+
 async def _send_order(client: TaskClient[str, Order], board: Board, status: str) -> None:
     """Send an order event; its fold runs in this call, so the result says what it did."""
     before = await client.get_state(ORDER)
+    sent_at = datetime.now(UTC)
     sent = await client.send(ORDER, status)
     board.order_path.append(status)
-    then = f"alarm at +{_ms(board, sent.scheduled_at)}" if sent.scheduled_at else "no alarm"
+    then = "no alarm"
+    if sent.scheduled_at is not None:
+        ms = round((sent.scheduled_at - sent_at).total_seconds() * 10) * 100
+        then = f"{_ALARMS.get(status, 'alarm')} in {ms} ms"
     board.say("orders", ORDER, f"{before.status if before else 'new'} -> {status} ({then})")
-
-
-def _ms(board: Board, at: datetime | None) -> str:
-    if at is None:
-        return "-"
-    return f"{(at - board.wall_start).total_seconds():.2f}s"
 
 
 async def _checks(engine: Engine[Board], board: Board, contacts: Sequence[str]) -> list[Check]:

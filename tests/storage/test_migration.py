@@ -34,6 +34,7 @@ from durable_jobs import (
     InstanceNotFoundError,
     Ok,
     Retry,
+    SchemaMismatchError,
     SqliteStorage,
     Task,
     TaskEventContext,
@@ -44,7 +45,7 @@ from durable_jobs import (
     every,
 )
 from durable_jobs._serde import decode
-from durable_jobs._storage._interface import InstanceKey, JobKind, SchemaMismatchError, Storage
+from durable_jobs._storage._interface import InstanceKey, JobKind, Storage
 from durable_jobs.testing import TestClock
 
 

@@ -15,6 +15,7 @@ from durable_jobs import (
     Engine,
     Ok,
     Result,
+    SchemaMismatchError,
     SqliteStorage,
     StorageError,
     ValidationError,
@@ -24,7 +25,6 @@ from durable_jobs._storage._interface import (
     InstanceRecord,
     JobKind,
     LeaseLostError,
-    SchemaMismatchError,
 )
 from durable_jobs._storage._sqlite import SCHEMA_VERSION
 from durable_jobs.testing import TestClock

@@ -95,6 +95,7 @@ class Continuous(JobDefinition[R], Generic[I, S, E, R]):
         return JobKind.CONTINUOUS
 
     def register_with(self, deps: R, services: Services) -> RegisteredJob:
+        """Erase `I, S, E` behind closures that keep them (called by `Engine`; internal)."""
         handler = ContinuousHandler(self, services)
 
         async def run(claim: Claim, lease: RunHandle) -> None:

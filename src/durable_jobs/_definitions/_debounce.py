@@ -99,6 +99,7 @@ class Debounce(JobDefinition[R], Generic[I, S, E, R]):
         return self._fold(context)
 
     def register_with(self, deps: R, services: Services) -> RegisteredJob:
+        """Erase `I, S, E` behind closures that keep them (called by `Engine`; internal)."""
         handler = DebounceHandler(self, services)
 
         async def run(claim: Claim, lease: RunHandle) -> None:

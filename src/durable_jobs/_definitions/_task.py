@@ -62,6 +62,7 @@ class Task(JobDefinition[R], Generic[I, S, E, R]):
         return JobKind.TASK
 
     def register_with(self, deps: R, services: Services) -> RegisteredJob:
+        """Erase `I, S, E` behind closures that keep them (called by `Engine`; internal)."""
         handler = TaskHandler(self, services)
 
         async def run(claim: Claim, lease: RunHandle) -> None:

@@ -64,6 +64,7 @@ class WorkerPool(JobDefinition[R], Generic[I, S, E, R]):
         return JobKind.WORKER_POOL
 
     def register_with(self, deps: R, services: Services) -> RegisteredJob:
+        """Erase `I, S, E` behind closures that keep them (called by `Engine`; internal)."""
         handler = WorkerPoolHandler(self, services)
 
         async def run(claim: ItemClaim, lease: RunHandle) -> None:

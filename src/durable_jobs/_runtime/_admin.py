@@ -121,7 +121,16 @@ async def resume(storage: Storage, clock: Clock, letter_id: str) -> ResumeResult
 
 async def _requeue_pool_event(storage: Storage, clock: Clock, letter: DeadLetter) -> ResumeResult:
     now = clock.now()
-    item = QueueItem(event_id=f"resumed-{letter.id}", event=letter.event, enqueued_at=now)
+    meta = letter.meta if isinstance(letter.meta, dict) else {}
+    key, priority = meta.get("partition_key"), meta.get("priority")
+    item = QueueItem(
+        event_id=f"resumed-{letter.id}",
+        event=letter.event,
+        # back at the end of its key's line, with its priority (letters from 0.1.0 have none)
+        partition_key=key if isinstance(key, str) else None,
+        priority=priority if isinstance(priority, int) and not isinstance(priority, bool) else 0,
+        enqueued_at=now,
+    )
     # the letter goes only once the event is queued: a crash in between leaves both, and a
     # second resume is recognised by the event id (it was seen), so nothing runs twice
     await storage.push_items(letter.key, [item], now=now)

@@ -58,7 +58,10 @@ def fenced(tx: InstanceTransaction, token: str, *, release: bool = True) -> Inst
     resumed it, or the lease expired and another worker took it): nothing may be written.
     """
     if not tx.fence(token, release=release):
-        msg = f"the lease of {tx.key} is no longer held by this run; its result is discarded"
+        msg = (
+            f"the lease of {instance_name(tx.key)} is no longer held by this run;"
+            " its result is discarded"
+        )
         raise LeaseLostError(msg)
     record = tx.record
     if record is None:  # pragma: no cover - a held lease implies a record

@@ -232,12 +232,13 @@ class Engine(Generic[R]):
         serving, self._serving = self._serving, None
         try:
             if serving is not None:
+                # cancelling this task cancels `serving` too (it is awaited): the worker
+                # then gives its async runs up; our own cancellation must come out again
                 with contextlib.suppress(asyncio.CancelledError):
                     await serving
-        except asyncio.CancelledError:
-            if serving is not None:
-                serving.cancel()
-            raise
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise asyncio.CancelledError
         finally:
             await self._worker.close()
 

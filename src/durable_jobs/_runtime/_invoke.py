@@ -59,21 +59,25 @@ class RunHandle:
     __slots__ = ("abandoned", "expires", "key", "lost", "task", "threads", "token")
 
     def __init__(self, key: InstanceKey, token: str, expires: float) -> None:
-        self.key = key
-        self.token = token
-        self.expires = expires
+        self.key: InstanceKey = key
+        self.token: str = token
+        self.expires: float = expires
         """Local monotonic time by which the lease must be renewed."""
-        self.lost = False
-        self.threads = 0
+        self.lost: bool = False
+        self.threads: int = 0
         """How many of this run's callbacks are in a thread right now."""
         self.task: asyncio.Task[None] | None = None
-        self.abandoned = False
+        self.abandoned: bool = False
         """The run was cancelled while a thread of it was still running (it cannot stop)."""
 
     def check(self) -> None:
         """Raise `LeaseLostError` when the lease was lost: nothing of this run may be written."""
         if self.lost:
-            msg = f"the lease of {self.key} was lost while its run was in progress"
+            key = self.key
+            msg = (
+                f"the lease of {key.kind.value}:{key.job}:{key.id} was lost while its run was"
+                " in progress; its result is discarded"
+            )
             raise LeaseLostError(msg)
 
     def lose(self) -> None:

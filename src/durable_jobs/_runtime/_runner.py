@@ -346,8 +346,10 @@ class _Steps(Generic[E, R, X, S]):
             return self._result(outcome, Attempts(), last_error=text, letters=(letter,))
         on_error = execution.on_error
         reschedule = ScheduleCell(None)
+        # `ctx.now` is when on_error starts: a reschedule counts from the failed attempt's end
+        handling = attrs.evolve(info, now=self._services.clock.now())
         context = ErrorContext(
-            info, execution.deps, execution.error_state, info.attempt, reason, reschedule
+            handling, execution.deps, execution.error_state, info.attempt, reason, reschedule
         )
         try:
             handled = await self._services.invoker.invoke(

@@ -166,26 +166,42 @@ class TaskHandler(Generic[I, S, E, R]):
                 tx.purge()  # seen event ids survive a purge: a redelivery is a duplicate
                 if event_id is not None:
                     tx.remember(event_id, now)
-                self._terminated(key, now, signal.reason)
-                return SendResult(status="terminated", created=existing is None)
+                later = [self._terminated(key, now, signal.reason)]
+                result = SendResult(status="terminated", created=existing is None)
+                alarm = None
             except Exception as exc:
                 msg = f"task {job.name!r}: on_event raised for id {id!r}; nothing was stored"
                 raise ExecutionError(msg, job=job.name, id=id) from exc
-            record = folded.record
-            if record is None:  # pragma: no cover - _fold raises on terminate
-                msg = "a folded task without a record"
-                raise RuntimeError(msg)
-            alarm = _alarm(folded.meta, now)
-            tx.save(attrs.evolve(record, meta=encode(folded.meta), alarm_at=alarm, updated_at=now))
-            if event_id is not None:
-                tx.remember(event_id, now)
-        if folded.scheduled and folded.meta.scheduled_at is not None:
-            self._scheduled(key, now, folded.meta.scheduled_at, "event")
+            else:
+                later, result, alarm = self._save_folded(tx, key, existing, folded, now)
+                if event_id is not None:
+                    tx.remember(event_id, now)
+        emit_all(services, later)
         if alarm is not None:
             services.wake(alarm)
-        return SendResult(
+        return result
+
+    def _save_folded(
+        self,
+        tx: InstanceTransaction,
+        key: InstanceKey,
+        existing: InstanceRecord | None,
+        folded: "_Folded",
+        now: datetime,
+    ) -> tuple[list[JobEvent], SendResult, datetime | None]:
+        record = folded.record
+        if record is None:  # pragma: no cover - _fold raises on terminate
+            msg = "a folded task without a record"
+            raise RuntimeError(msg)
+        alarm = _alarm(folded.meta, now)
+        tx.save(attrs.evolve(record, meta=encode(folded.meta), alarm_at=alarm, updated_at=now))
+        later: list[JobEvent] = []
+        if folded.scheduled and folded.meta.scheduled_at is not None:
+            later.append(self._scheduled(key, now, folded.meta.scheduled_at, "event"))
+        result = SendResult(
             status="applied", created=existing is None, scheduled_at=folded.meta.scheduled_at
         )
+        return later, result, alarm
 
     async def _fold(
         self,
@@ -218,7 +234,12 @@ class TaskHandler(Generic[I, S, E, R]):
         )
 
     async def trigger(self, id: str) -> TriggerResult:
-        """Make `execute` due now; during a run, due right after it (a missing id stays so)."""
+        """
+        Make `execute` due now; during a run, due right after it (a missing id stays so).
+
+        A retry that is waiting keeps its delay: the retry is the `execute` the trigger asked
+        for (backoff is never cut short).
+        """
         services = self._services
         async with services.storage.instance(self.key(id)) as tx:
             now = services.clock.now()
@@ -229,6 +250,8 @@ class TaskHandler(Generic[I, S, E, R]):
             running = record.lease is not None
             if running:
                 meta = attrs.evolve(meta, trigger_after_run=True)
+                alarm = record.alarm_at
+            elif _retrying(record):
                 alarm = record.alarm_at
             else:
                 meta = attrs.evolve(meta, scheduled_at=now)
@@ -249,7 +272,7 @@ class TaskHandler(Generic[I, S, E, R]):
             now = services.clock.now()
         if record.lease is not None:
             services.wake(now)  # a local worker renews at once, learns the run lost its lease
-        self._terminated(record.key, now, None)
+        self._services.events.emit(self._terminated(record.key, now, None))
         return TerminateResult(terminated=True)
 
     async def status(self, id: str) -> TaskStatus:
@@ -420,8 +443,10 @@ class TaskHandler(Generic[I, S, E, R]):
         """The run's one write: its outcome, then the events that were queued meanwhile."""
         services = self._services
         key = claim.key
-        scheduled: list[datetime] = []
+        later: list[JobEvent] = []
         async with services.storage.instance(key) as tx:
+            # folds and the next alarm count from now (the run ended), not from its start
+            now = services.clock.now()
             current = fenced(tx, claim.token)
             meta = task_meta(current)
             queued: list[QueueItem] = []
@@ -435,11 +460,11 @@ class TaskHandler(Generic[I, S, E, R]):
                     tx.add_dead_letter(letter)
                 record, meta = self._outcome(current, meta, before, action, result, schedule)
                 if record is not None and schedule.changed and meta.scheduled_at is not None:
-                    scheduled.append(meta.scheduled_at)
+                    later.append(self._scheduled(key, now, meta.scheduled_at, action))
             if record is not None and meta.trigger_after_run:
                 meta = attrs.evolve(meta, trigger_after_run=False, scheduled_at=now)
             for item in queued:
-                record, meta = await self._fold_queued(tx, key, record, meta, item, now, scheduled)
+                record, meta = await self._fold_queued(tx, key, record, meta, item, now, later)
             if record is None:
                 tx.purge()
                 alarm = None
@@ -452,8 +477,7 @@ class TaskHandler(Generic[I, S, E, R]):
                 services,
                 (e for e in result.events if action != "idle" or e.type != "job.executed"),
             )
-        for at in scheduled:
-            self._scheduled(key, now, at, action)
+        emit_all(services, later)
         if alarm is not None:
             services.wake(alarm)
 
@@ -495,14 +519,14 @@ class TaskHandler(Generic[I, S, E, R]):
         meta: TaskMeta,
         item: QueueItem,
         now: datetime,
-        scheduled: list[datetime],
+        later: list[JobEvent],
     ) -> tuple[InstanceRecord | None, TaskMeta]:
         """Fold one queued event; one that cannot be folded gets a dead letter of its own."""
         try:
             event = decode(item.event, self._job.event)
             folded = await self._fold(key, record, meta, event, now)
         except TerminateSignal as signal:
-            self._terminated(key, now, signal.reason)
+            later.append(self._terminated(key, now, signal.reason))
             return None, TaskMeta()
         except Exception as exc:
             tx.add_dead_letter(
@@ -520,27 +544,23 @@ class TaskHandler(Generic[I, S, E, R]):
             )
             return record, meta
         if folded.scheduled and folded.meta.scheduled_at is not None:
-            scheduled.append(folded.meta.scheduled_at)
+            later.append(self._scheduled(key, now, folded.meta.scheduled_at, "event"))
         return folded.record, folded.meta
 
-    def _scheduled(self, key: InstanceKey, now: datetime, at: datetime, trigger: str) -> None:
-        self._services.events.emit(
-            JobEvent(
-                type="task.scheduled",
-                kind=key.kind,
-                job=key.job,
-                id=key.id,
-                at=now,
-                scheduled_at=at,
-                reason=trigger,
-            )
+    def _scheduled(self, key: InstanceKey, now: datetime, at: datetime, trigger: str) -> JobEvent:
+        return JobEvent(
+            type="task.scheduled",
+            kind=key.kind,
+            job=key.job,
+            id=key.id,
+            at=now,
+            scheduled_at=at,
+            reason=trigger,
         )
 
-    def _terminated(self, key: InstanceKey, now: datetime, reason: str | None) -> None:
-        self._services.events.emit(
-            JobEvent(
-                type="job.terminated", kind=key.kind, job=key.job, id=key.id, at=now, reason=reason
-            )
+    def _terminated(self, key: InstanceKey, now: datetime, reason: str | None) -> JobEvent:
+        return JobEvent(
+            type="job.terminated", kind=key.kind, job=key.job, id=key.id, at=now, reason=reason
         )
 
     def _state(self, record: InstanceRecord) -> S | None:

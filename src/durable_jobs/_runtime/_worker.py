@@ -16,13 +16,13 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
+from .._errors import SchemaMismatchError
 from .._observe import JobEvent
 from .._storage._interface import (
     Claim,
     InstanceKey,
     ItemClaim,
     LeaseLostError,
-    SchemaMismatchError,
 )
 from ._invoke import RunHandle
 from ._services import RegisteredJob, Services

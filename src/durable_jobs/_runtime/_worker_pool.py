@@ -212,6 +212,11 @@ class WorkerPoolHandler(Generic[I, S, E, R]):
                     defects=item.defects,
                 ),
                 letter_state=None,
+                letter_meta={
+                    "event_id": item.event_id,
+                    "partition_key": item.partition_key,
+                    "priority": item.priority,
+                },
                 event=item.event,
                 event_id=item.event_id,
                 park_on_defect=False,

@@ -209,10 +209,6 @@ class LeaseLostError(StorageError):
     """A fenced write found its lease gone (expired, revoked or taken): nothing was written."""
 
 
-class SchemaMismatchError(StorageError):
-    """The stored schema is not the one this version of durable-jobs runs against."""
-
-
 class InstanceTransaction(Protocol):
     """Serialized, atomic access to one instance (see `Storage.instance`)."""
 

@@ -151,7 +151,10 @@ class _Store:
         if changes.fence is not None:
             lease = _live(self.leases.get(key), _lease_now())
             if lease is None or lease.token != changes.fence:
-                msg = f"the lease of {key} was lost before its finish; nothing was written"
+                msg = (
+                    f"the lease of {key.kind.value}:{key.job}:{key.id} was lost before its"
+                    " finish; nothing was written"
+                )
                 raise LeaseLostError(msg)
             if changes.release:
                 self.drop_lease(key)

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 import attrs
 
 from .._duration import DurationInput, to_timedelta
-from .._errors import StorageError
+from .._errors import SchemaMismatchError, StorageError
 from .._types import JsonValue
 from . import _upgrade_v1 as v1
 from ._buffered import BufferedTransaction, Changes
@@ -58,7 +58,6 @@ from ._interface import (
     LeaseLostError,
     PoolCounts,
     QueueItem,
-    SchemaMismatchError,
     Storage,
 )
 from ._rows import RECORD_COLUMNS as _RECORD_COLUMNS
