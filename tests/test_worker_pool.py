@@ -1126,3 +1126,25 @@ async def test_wait_returns_once_the_event_is_done(clock: TestClock) -> None:
 
     assert harness.labels() == ["a"]
     await promptly(pool.wait("never-enqueued"))
+
+
+async def test_a_running_worker_is_woken_by_every_enqueue(clock: TestClock) -> None:
+    """
+    With the worker running (`async with engine`), every enqueue wakes it, not only the
+    first: each event runs while the clock stands still.
+
+    A regression test of the new model (0.1.0 passes it): the engine remembered the earliest
+    alarm it had woken the worker for and never forgot it, so later enqueues (due at or
+    after that time) did not wake the worker, which slept until its poll (never, here).
+    """
+    harness = Harness()
+    job = harness.job()
+    engine = engine_for(job, clock)
+    pool = engine.client.worker_pool(job)
+
+    async with engine:
+        for label in ("a", "b", "c"):
+            queued = await pool.enqueue(Order(label))
+            await promptly(pool.wait(queued.event_id))
+
+    assert harness.labels() == ["a", "b", "c"]
