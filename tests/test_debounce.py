@@ -9,6 +9,7 @@ import attrs
 import pytest
 
 from durable_jobs import (
+    AddResult,
     Backoff,
     Debounce,
     DebounceExecuteContext,
@@ -288,7 +289,7 @@ async def test_adds_past_max_events_never_flush_a_retrying_batch_again(
     client = engine.client.debounce(job)
     t0 = clock.now()
 
-    results = []
+    results: list[AddResult] = []
     for n in range(8):
         results.append(await client.add("team", Signup(f"u{n}")))
         await clock.run_due()

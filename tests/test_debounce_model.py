@@ -355,7 +355,7 @@ class DebounceMachine(RuleBasedStateMachine):
             )
             if chain.open is not None:
                 b = chain.open
-                reason = None if b.flush_requested_at is None else "manual"
+                reason: FlushReason | None = None if b.flush_requested_at is None else "manual"
                 expected.append((b.batch_id, "open", len(b.values), b.due(), reason))
             assert [
                 (b.batch_id, b.stage, b.event_count, b.due_at, b.reason) for b in status.batches
