@@ -11,6 +11,7 @@ import pytest
 
 from durable_jobs import (
     Backoff,
+    Client,
     DefectPolicy,
     Engine,
     Err,
@@ -841,18 +842,22 @@ async def test_client_without_worker_and_sqlite_storage(tmp_path: Path, clock: T
     web = SqliteStorage(tmp_path / "jobs.db")
     worker = SqliteStorage(tmp_path / "jobs.db")
     try:
-        # the web process has its own (never advanced) clock: it only enqueues
-        client = Engine(jobs=[job], storage=web, clock=TestClock()).client.worker_pool(job)
+        # a web process: a client on the same file without an engine (no worker, no deps)
+        # and with its own, never advanced, clock: it only enqueues
+        client = Client(jobs=[job], storage=web, clock=TestClock()).worker_pool(job)
         engine_for(job, clock, storage=worker)
-        await client.enqueue(Order("a"))
+        await client.enqueue(Order("a"), partition_key="k")
         await clock.run_due()
         await client.enqueue(Order("urgent"), priority=10)
-        await client.enqueue(Order("b"))
+        await client.enqueue(Order("b"), partition_key="k")
+        await clock.run_due()
+        # the free slot runs the unkeyed event; b waits behind a's retry (same key)
+        assert [(r.label, r.attempt) for r in harness.runs] == [("a", 1), ("urgent", 1)]
         await clock.advance("10 seconds")
         assert [(r.label, r.attempt) for r in harness.runs] == [
             ("a", 1),
-            ("a", 2),
             ("urgent", 1),
+            ("a", 2),
             ("b", 1),
         ]
         status = await client.status()
