@@ -75,8 +75,9 @@ class TestClock(Clock):
         The clock steps from one alarm time to the next (alarms scheduled while it goes are
         included when they fall due before the target), runs the attached drivers at each
         step, ends at `now() + by` and runs what is due there. Work that a serving worker
-        (`async with engine:`) holds at that moment is not waited for: it runs there. Raises `RuntimeError` when
-        alarms keep falling due at one instant forever (an alarm rescheduling itself for now).
+        (`async with engine:`) holds at that moment is not waited for: it runs there.
+        Raises `RuntimeError` when alarms keep falling due at one instant forever (an alarm
+        rescheduling itself for now).
         """
         await self._run_until(self._now + to_timedelta(by, field="by"))
 
