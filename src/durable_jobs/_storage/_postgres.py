@@ -573,13 +573,14 @@ class PostgresStorage:
             retry = finish.retry
             if retry is None:
                 cursor = await conn.execute(
-                    f"DELETE FROM items WHERE {fenced}", (*params, finish.event_id, finish.token)
+                    f"DELETE FROM items WHERE {fenced} RETURNING 1",
+                    (*params, finish.event_id, finish.token),
                 )
             else:
                 cursor = await conn.execute(
                     "UPDATE items SET available_at = %s, attempt = %s, retry_started_at = %s,"
                     " defects = %s, last_error = %s, lease_token = NULL, lease_expires_at = NULL"
-                    f" WHERE {fenced}",
+                    f" WHERE {fenced} RETURNING 1",
                     (
                         retry.available_at,
                         retry.attempt,
@@ -591,7 +592,7 @@ class PostgresStorage:
                         finish.token,
                     ),
                 )
-            if cursor.rowcount != 1:
+            if await cursor.fetchone() is None:
                 msg = f"the lease of event {finish.event_id!r} of {pool} was lost; nothing written"
                 raise LeaseLostError(msg)
             await _write_letters(conn, finish.letters, ())
@@ -628,10 +629,10 @@ class PostgresStorage:
         async def work(conn: _Connection) -> CancelOutcome:
             cursor = await conn.execute(
                 f"DELETE FROM items WHERE {_KEY} AND event_id = %s"
-                f" AND (lease_expires_at IS NULL OR NOT {_LIVE})",
+                f" AND (lease_expires_at IS NULL OR NOT {_LIVE}) RETURNING 1",
                 params,
             )
-            if cursor.rowcount == 1:
+            if await cursor.fetchone() is not None:
                 await self._db.notify(conn)  # the next event of its key may start now
                 return "cancelled"
             cursor = await conn.execute(
@@ -885,22 +886,21 @@ class _Database:
 
     async def run(self, work: Callable[[_Connection], Awaitable[T]]) -> T:
         """
-        Run `work` in one transaction on a pooled connection, then commit.
+        Run `work` in one transaction (see `_Transaction`), then commit.
 
         A connection error before the commit is retried with backoff on a fresh connection
-        (the transaction rolled back: nothing was written); an error during the commit is
-        not, since its outcome is unknown. Other errors of `work` roll back and propagate
-        (psycopg's as `StorageError`).
+        (the transaction rolled back: nothing was written); one during the commit is not,
+        since its outcome is unknown. Other errors roll back and propagate (psycopg's as
+        `StorageError`).
         """
         tries = 0
         while True:
-            conn = await self.connection()
+            tx = await self.begin()
             try:
-                if self.scoped is not None:
-                    await conn.execute(self.scoped)
-                result = await work(conn)
+                await self.scope(tx.conn)
+                result = await work(tx.conn)
             except psycopg.OperationalError as exc:
-                await self.give_back(conn, commit=False)
+                await tx.abort()
                 if tries == len(_RETRY_PAUSES):
                     msg = f"PostgreSQL storage failed after retries: {exc}"
                     raise StorageError(msg) from exc
@@ -908,50 +908,76 @@ class _Database:
                 tries += 1
                 continue
             except BaseException as exc:
-                await self.give_back(conn, commit=False)
+                await tx.abort()
                 if isinstance(exc, psycopg.Error):
                     msg = f"PostgreSQL storage failed: {exc}"
                     raise StorageError(msg) from exc
                 raise
-            await self.commit(conn, "a storage operation")
+            await tx.commit("a storage operation")
             return result
 
-    async def notify(self, conn: _Connection) -> None:
-        """Wake every listening worker when this transaction commits."""
-        await conn.execute("SELECT pg_notify(%s, '')", (self.channel,))
-
-    async def commit(self, conn: _Connection, what: str) -> None:
-        """Commit and give the connection back; `StorageError` when the outcome is unknown."""
-        try:
-            # a cancelled caller must not leave the commit half-known: wait for its end
-            await asyncio.shield(self.give_back(conn, commit=True))
-        except psycopg.Error as exc:
-            msg = f"PostgreSQL storage failed committing {what} (outcome unknown): {exc}"
-            raise StorageError(msg) from exc
-
-    async def connection(self) -> _Connection:
-        """A pooled connection (retried with backoff while the pool cannot give one)."""
+    async def begin(self) -> "_Transaction":
+        """A transaction on a pooled connection (waiting, with backoff, while none comes)."""
         tries = 0
         while True:
             try:
-                return await self.pool.getconn()
+                conn = await self.pool.getconn()
             except psycopg.OperationalError as exc:
                 if tries == len(_RETRY_PAUSES):
                     msg = f"PostgreSQL storage unreachable: {exc}"
                     raise StorageError(msg) from exc
                 await asyncio.sleep(_RETRY_PAUSES[tries])
                 tries += 1
+                continue
+            return _Transaction(self.pool, conn)
 
-    async def give_back(self, conn: _Connection, *, commit: bool) -> None:
-        """End the connection's transaction (commit or roll back) and return it to the pool."""
+    async def scope(self, conn: _Connection) -> None:
+        """Point a transaction at the schema (on a caller's pool: see `scoped`)."""
+        if self.scoped is not None:
+            await conn.execute(self.scoped)
+
+    async def notify(self, conn: _Connection) -> None:
+        """Wake every listening worker when this transaction commits."""
+        await conn.execute("SELECT pg_notify(%s, '')", (self.channel,))
+
+
+class _Transaction:
+    """One transaction on one pooled connection, given back to the pool when it ends."""
+
+    def __init__(self, pool: "AsyncConnectionPool[_Connection]", conn: _Connection) -> None:
+        self.conn = conn
+        self._pool = pool
+
+    async def commit(self, what: str) -> None:
+        """Commit and give the connection back; `StorageError` unless it committed."""
         try:
-            if commit:
-                await conn.commit()
-            else:
-                with contextlib.suppress(psycopg.Error):
-                    await conn.rollback()
+            # a cancelled caller must not leave the commit half-known: wait for its end
+            await asyncio.shield(self._commit())
+        except psycopg.OperationalError as exc:
+            msg = f"PostgreSQL storage lost its connection committing {what} (outcome unknown)"
+            raise StorageError(f"{msg}: {exc}") from exc
+        except psycopg.Error as exc:
+            msg = f"PostgreSQL storage failed committing {what} (nothing was written): {exc}"
+            raise StorageError(msg) from exc
+
+    async def abort(self) -> None:
+        """Roll back (as far as the connection still can) and give the connection back."""
+        try:
+            await _quietly(self.conn.rollback())
         finally:
-            await self.pool.putconn(conn)
+            await self._pool.putconn(self.conn)
+
+    async def _commit(self) -> None:
+        try:
+            await self.conn.commit()
+        finally:
+            await self._pool.putconn(self.conn)
+
+
+async def _quietly(step: Awaitable[None]) -> None:
+    """Run a clean-up step whose failure must not hide what the caller is reporting."""
+    with contextlib.suppress(psycopg.Error):
+        await step
 
 
 # -- pool events ---------------------------------------------------------------------------
@@ -1283,25 +1309,24 @@ class _PostgresBlock:
         self._db = db
         self._ensure_open = ensure_open
         self._key = key
-        self._conn: _Connection | None = None
+        self._open: _Transaction | None = None
         self._committed: InstanceRecord | None = None
         self._tx: BufferedTransaction | None = None
 
     async def __aenter__(self) -> InstanceTransaction:
-        if self._conn is not None:
+        if self._open is not None:
             msg = "a storage.instance(...) block cannot be entered twice"
             raise RuntimeError(msg)
         await self._ensure_open()
-        db = self._db
         tries = 0
         while True:
-            conn = await db.connection()
+            opened = await self._db.begin()
             try:
-                record = await self._lock_and_read(conn)
+                record = await self._lock_and_read(opened.conn)
             except psycopg.OperationalError as exc:
                 # Nothing was written yet, so a connection that died (a restarted server, a
                 # killed backend, a failover) is replaced and the opening tried again.
-                await db.give_back(conn, commit=False)
+                await opened.abort()
                 if tries == len(_RETRY_PAUSES):
                     msg = f"PostgreSQL storage failed opening {self._key}: {exc}"
                     raise StorageError(msg) from exc
@@ -1309,15 +1334,15 @@ class _PostgresBlock:
                 tries += 1
                 continue
             except BaseException as exc:
-                await db.give_back(conn, commit=False)
+                await opened.abort()
                 if isinstance(exc, psycopg.Error):
                     msg = f"PostgreSQL storage failed opening {self._key}: {exc}"
                     raise StorageError(msg) from exc
                 raise
             break
-        self._conn = conn
+        self._open = opened
         self._committed = record
-        self._tx = BufferedTransaction(_ConnectionView(conn), self._key, record)
+        self._tx = BufferedTransaction(_ConnectionView(opened.conn), self._key, record)
         return self._tx
 
     async def __aexit__(
@@ -1326,32 +1351,29 @@ class _PostgresBlock:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        conn, tx = self._conn, self._tx
-        if conn is None or tx is None:
+        opened, tx = self._open, self._tx
+        if opened is None or tx is None:
             return
-        db = self._db
         changes = tx.close()
         if exc_type is not None:
-            await db.give_back(conn, commit=False)
+            await opened.abort()
             return
         try:
-            if await _apply(conn, self._key, changes, self._committed):
-                await db.notify(conn)
+            if await _apply(opened.conn, self._key, changes, self._committed):
+                await self._db.notify(opened.conn)
         except BaseException as error:
-            await db.give_back(conn, commit=False)
+            await opened.abort()
             if isinstance(error, psycopg.Error):
                 msg = f"PostgreSQL storage failed writing {self._key}: {error}"
                 raise StorageError(msg) from error
             raise
-        await db.commit(conn, str(self._key))
+        await opened.commit(str(self._key))
 
     async def _lock_and_read(self, conn: _Connection) -> InstanceRecord | None:
-        db = self._db
-        if db.scoped is not None:
-            await conn.execute(db.scoped)
+        await self._db.scope(conn)
         await conn.execute(
             "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-            (_lock_name(db.schema, "instance", self._key),),
+            (_lock_name(self._db.schema, "instance", self._key),),
         )
         cursor = await conn.execute(
             f"SELECT {_RECORD_COLUMNS}, {_LIVE_LEASE} FROM instances WHERE {_KEY} FOR UPDATE",
@@ -1376,10 +1398,11 @@ async def _apply(
         fenced = f"{_KEY} AND lease_token = %s AND {_LIVE}"
         if changes.release:
             cursor = await conn.execute(
-                f"UPDATE instances SET lease_token = NULL, lease_expires_at = NULL WHERE {fenced}",
+                "UPDATE instances SET lease_token = NULL, lease_expires_at = NULL"
+                f" WHERE {fenced} RETURNING 1",
                 (*params, changes.fence),
             )
-            held = cursor.rowcount == 1
+            held = await cursor.fetchone() is not None
         else:
             cursor = await conn.execute(
                 f"SELECT 1 FROM instances WHERE {fenced}", (*params, changes.fence)
