@@ -148,18 +148,6 @@ async def test_an_older_schema_is_refused_until_migrated() -> None:
         assert await storage.list_instances()  # it opens now
 
 
-async def test_two_storages_migrating_at_once_migrate_once() -> None:
-    schema = fresh_schema()
-    await load_v1(schema)
-    async with storages(2, schema) as pair:
-        outcomes = await asyncio.gather(*(storage.migrate() for storage in pair))
-        assert sorted(outcomes) == [(1, 2), (2, 2)]
-        rows = await admin(f"SELECT version FROM {schema}.durable_jobs_schema ORDER BY version")
-        assert [version for (version,) in rows] == [1, 2]
-        pools = [r for r in await pair[0].list_instances() if r.key.kind is JobKind.WORKER_POOL]
-        assert {r.key.id for r in pools} == {"pool"}
-
-
 def test_a_bad_schema_name_is_rejected_at_once() -> None:
     with pytest.raises(ValueError, match="schema"):
         PostgresStorage(postgres_dsn(), schema="Robert'); DROP TABLE students;--")
