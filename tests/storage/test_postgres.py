@@ -410,6 +410,22 @@ async def test_notifications_sent_between_two_waits_are_not_lost() -> None:
             await watcher.wait_for_change()
 
 
+async def test_a_killed_listening_connection_is_replaced_and_the_wait_returns() -> None:
+    schema = fresh_schema()
+    channel = f"durable_jobs_{schema}"
+    async with storages(1, schema) as (watcher,):
+        waiting = asyncio.ensure_future(watcher.wait_for_change())
+        await listening(channel)
+        await admin(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = %s",
+            f'LISTEN "{channel}"',
+        )
+        # changes made while nobody listened would be missed: the worker looks again
+        async with asyncio.timeout(10):
+            await waiting
+        await listening(channel)  # and listens again
+
+
 # -- connections -----------------------------------------------------------------------------
 
 
@@ -467,6 +483,27 @@ async def test_a_pool_of_the_callers_works_in_the_schema_without_changing_its_se
     assert shown is not None
     assert schema not in str(shown[0])  # the caller's sessions keep their own search_path
     await storage.close()
+    await pool.close()
+
+
+async def test_closing_gives_the_listening_connection_back_to_a_callers_pool() -> None:
+    schema = fresh_schema()
+    pool: _Pool = AsyncConnectionPool(postgres_dsn(), min_size=1, max_size=2, open=False, timeout=5)
+    await pool.open()
+    storage = PostgresStorage(pool, schema=schema)
+    waiting = asyncio.ensure_future(storage.wait_for_change())
+    await listening(f"durable_jobs_{schema}")
+    waiting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiting
+    await storage.close()
+    assert pool.get_stats()["pool_available"] == pool.get_stats()["pool_size"]
+    # both connections of the pool at once: neither listens, nor stays in autocommit
+    async with pool.connection() as first, pool.connection() as second:
+        for conn in (first, second):
+            cursor = await conn.execute("SELECT count(*) FROM pg_listening_channels()")
+            assert await cursor.fetchone() == (0,)
+            assert not conn.autocommit
     await pool.close()
 
 

@@ -769,11 +769,18 @@ class PostgresStorage:
         return conn
 
     async def _drop_listener(self) -> None:
-        # closed, not unlistened: a waiter may be reading it, and the pool replaces it
         conn, self._listener = self._listener, None
-        if conn is not None:
-            await conn.close()
-            await self._db.pool.putconn(conn)
+        if conn is None:
+            return
+        if self._listening.locked() or conn.closed:
+            await conn.close()  # a waiter may be reading it: it fails, the pool replaces it
+        else:
+            try:  # nobody reads it: back to the pool, listening no more
+                await conn.execute(sql.SQL("UNLISTEN {}").format(sql.Identifier(self._db.channel)))
+                await conn.set_autocommit(False)
+            except psycopg.Error:
+                await conn.close()
+        await self._db.pool.putconn(conn)
 
     async def _open_pool(self) -> None:
         async with self._opening:
