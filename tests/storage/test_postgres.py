@@ -148,6 +148,26 @@ async def test_an_older_schema_is_refused_until_migrated() -> None:
         assert await storage.list_instances()  # it opens now
 
 
+async def test_a_role_that_may_not_create_schemas_works_in_an_existing_one() -> None:
+    schema = fresh_schema()
+    async with storages(1, schema) as (owner,):
+        await owner.open()
+    role = f"r_{uuid.uuid4().hex[:16]}"
+    await admin(f"CREATE ROLE {role} LOGIN")
+    await admin(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
+    await admin(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role}")
+    await admin(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA {schema} TO {role}")
+    dsn = psycopg.conninfo.make_conninfo(postgres_dsn(), user=role)
+    storage = PostgresStorage(dsn, schema=schema)
+    try:
+        async with storage.instance(KEY) as tx:
+            tx.save(record(1, alarm=T0))
+        assert [c.key for c in await storage.claim_due(T0, limit=1, lease=LONG)] == [KEY]
+        assert await storage.push_items(POOL, [item("e1")], now=T0) == [True]
+    finally:
+        await storage.close()
+
+
 def test_a_bad_schema_name_is_rejected_at_once() -> None:
     with pytest.raises(ValueError, match="schema"):
         PostgresStorage(postgres_dsn(), schema="Robert'); DROP TABLE students;--")

@@ -570,6 +570,17 @@ class PostgresStorage:
         fenced = f"{_KEY} AND event_id = %s AND lease_token = %s AND {_LIVE}"
 
         async def work(conn: _Connection) -> None:
+            # the pool's row before the event's, the order of a block on the pool (which
+            # may delete events): the two never wait for each other in a cycle
+            if finish.processed:
+                await conn.execute(
+                    "UPDATE instances SET meta = CASE WHEN jsonb_typeof(meta) = 'object'"
+                    " THEN meta ELSE '{}'::jsonb END || jsonb_build_object('processed',"
+                    " CASE WHEN jsonb_typeof(meta -> 'processed') = 'number'"
+                    " THEN (meta ->> 'processed')::numeric ELSE 0 END + %s)"
+                    f" WHERE {_KEY}",
+                    (finish.processed, *params),
+                )
             retry = finish.retry
             if retry is None:
                 cursor = await conn.execute(
@@ -596,15 +607,6 @@ class PostgresStorage:
                 msg = f"the lease of event {finish.event_id!r} of {pool} was lost; nothing written"
                 raise LeaseLostError(msg)
             await _write_letters(conn, finish.letters, ())
-            if finish.processed:
-                await conn.execute(
-                    "UPDATE instances SET meta = CASE WHEN jsonb_typeof(meta) = 'object'"
-                    " THEN meta ELSE '{}'::jsonb END || jsonb_build_object('processed',"
-                    " CASE WHEN jsonb_typeof(meta -> 'processed') = 'number'"
-                    " THEN (meta ->> 'processed')::numeric ELSE 0 END + %s)"
-                    f" WHERE {_KEY}",
-                    (finish.processed, *params),
-                )
             await self._db.notify(conn)
 
         await self._run(work)
@@ -801,7 +803,10 @@ class PostgresStorage:
             if self._is_ready():  # another task opened it while we waited
                 return
             try:
-                await self._migrate(upgrade=False)
+                # usually the schema is there: no lock, no DDL (nor the right to run it)
+                stored = await self._db.run(_found_version)
+                if stored != SCHEMA_VERSION:
+                    await self._migrate(upgrade=False)
             except psycopg.Error as exc:
                 msg = f"cannot open PostgreSQL storage (schema {self._schema!r}): {exc}"
                 raise StorageError(msg) from exc
@@ -1099,6 +1104,13 @@ async def _write_letters(
                 " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 [_letter_params(letter) for letter in letters],
             )
+
+
+async def _found_version(conn: _Connection) -> int:
+    """The stored schema version, or 0 when there is no schema yet."""
+    cursor = await conn.execute("SELECT to_regclass('durable_jobs_schema') IS NOT NULL")
+    row = await cursor.fetchone()
+    return 0 if row is None or not row[0] else await _stored_version(conn)
 
 
 async def _stored_version(conn: _Connection) -> int:
