@@ -19,7 +19,7 @@ import pytest
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
-from durable_jobs import StorageError
+from durable_jobs import SchemaMismatchError, StorageError
 from durable_jobs._storage._interface import (
     Claim,
     InstanceKey,
@@ -29,7 +29,6 @@ from durable_jobs._storage._interface import (
     LeaseLostError,
     PoolCounts,
     QueueItem,
-    SchemaMismatchError,
 )
 from durable_jobs.postgres import PostgresStorage
 from pg_server import postgres_dsn
