@@ -285,7 +285,8 @@ class PostgresStorage:
     Args:
         dsn_or_pool: a libpq connection string, or an open or unopened async pool.
         schema: the PostgreSQL schema of the tables (lowercase letters, digits, `_`).
-        pool_size: the maximum connections of the pool this storage creates.
+        pool_size: the maximum connections of the pool this storage creates (a worker
+            keeps one of them for `LISTEN`: give a worker at least 2).
         open_timeout: how long opening waits for the server before `StorageError`.
     """
 
