@@ -25,7 +25,14 @@ from psycopg.rows import TupleRow
 from . import _pg_server
 from ._harness import Row, Section, Settings, Stats, missing, ratio, row, times
 from ._workloads import debounce_job, shard, stream
-from .pg_worker import CONCURRENCY, PARTITIONS, PGQUEUER_BATCH, POOL, engine_for, procrastinate_app
+from .pg_worker import (
+    CONCURRENCY,
+    PGQUEUER_BATCH,
+    POOL,
+    POOL_CONCURRENCY,
+    engine_for,
+    procrastinate_app,
+)
 
 
 WORKER_COUNTS = (1, 2, 4)
@@ -131,7 +138,7 @@ async def _drain(which: str, dsn: str, where: str, count: int, items: int, remai
 
 
 async def _ours_pool(dsn: str, items: int, count: int) -> float:
-    """Items per second of durable-jobs: items enqueued round-robin before the workers start."""
+    """Items per second of durable-jobs: items enqueued before the workers start."""
     schema = f"bench_{uuid.uuid4().hex[:12]}"
     engine = engine_for(dsn, schema, pool_size=36)
     pool = engine.client.worker_pool(POOL)
@@ -145,7 +152,7 @@ async def _ours_pool(dsn: str, items: int, count: int) -> float:
         await asyncio.gather(*(enqueue(n) for n in range(items)))
     finally:
         await engine.storage.close()
-    remaining = f"SELECT count(*) FROM {schema}.queue_items"
+    remaining = f"SELECT count(*) FROM {schema}.items"
     return await _drain("ours", dsn, schema, count, items, remaining)
 
 
@@ -233,8 +240,8 @@ async def _pool_section(dsn: str, settings: Settings) -> Section:
             f" items are queued before the workers start; each worker process connects,"
             f" signals ready, and the clock starts when all of them are told to go; it stops"
             f" when a `count(*)` (every {POLL * 1000:g} ms) finds no item left to do."
-            f" ours: a {PARTITIONS}-partition WorkerPool (FIFO per partition), items"
-            f" enqueued round-robin, Engine(concurrency={CONCURRENCY}), pool_size"
+            f" ours: a WorkerPool of concurrency {POOL_CONCURRENCY}, events without a"
+            f" partition key, Engine(concurrency={CONCURRENCY}), pool_size"
             f" {CONCURRENCY + 4}. procrastinate: run_worker_async(concurrency={CONCURRENCY}),"
             f" jobs queued by one batch_defer_async. PgQueuer: QueueManager.run(batch_size="
             f"{PGQUEUER_BATCH}, max_concurrent_tasks={CONCURRENCY}) over one psycopg"
