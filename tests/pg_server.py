@@ -97,7 +97,18 @@ def _embedded() -> str | None:
         )
         atexit.register(server.cleanup)
         _embedded_uri = str(server.get_uri())
+        _throwaway_settings(_embedded_uri)
     return _embedded_uri
+
+
+def _throwaway_settings(dsn: str) -> None:
+    """No flushing to disk: a test server is thrown away (the Debian path starts so too)."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for setting in ("fsync", "synchronous_commit", "full_page_writes"):
+            conn.execute(f"ALTER SYSTEM SET {setting} = off")
+        conn.execute("SELECT pg_reload_conf()")
 
 
 def postgres_dsn() -> str:
