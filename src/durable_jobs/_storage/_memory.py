@@ -4,22 +4,27 @@
 Every change made through `MemoryStorage.instance(key)` is buffered in the transaction and
 applied in one synchronous step when the block exits cleanly (so no other coroutine can see
 half of it), or dropped when the block raises. Claims, renewals and fenced finishes are
-synchronous steps too. JSON values are copied on the way in and on the way out: a caller
-mutating a dict it saved, or one it read, never changes what is stored. Leases expire by
-the host's wall clock, like SQLite's.
+synchronous steps too, each under one `threading.RLock`, so callers in any thread and on any
+event loop (a worker, a sync client, one `asyncio.run` per request) see whole steps only,
+and the per-key locks of the blocks are ones any loop can wait for. JSON values are copied
+on the way in and on the way out: a caller mutating a dict it saved, or one it read, never
+changes what is stored. Leases expire by the host's wall clock, like SQLite's.
 """
 
 import asyncio
 import bisect
+import functools
 import heapq
+import inspect
 import itertools
+import threading
 import uuid
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -48,6 +53,12 @@ from ._keylocks import KeyLocks
 
 
 _KeyOrder = tuple[str, str, str]
+
+_MUTEX = threading.RLock()
+"""
+Held by every step on the data of any `MemoryStorage` (see `_guard_steps`): callers may be
+in any thread. One for all of them: a memory storage serves tests and demos, not load.
+"""
 
 
 def _order(key: InstanceKey) -> _KeyOrder:
@@ -293,7 +304,8 @@ class MemoryStorage:
     """
     Storage in process memory: atomic, serialized per instance, gone when the process ends.
 
-    Use it in tests (with `durable_jobs.testing.TestClock`) and demos; one process only.
+    Use it in tests (with `durable_jobs.testing.TestClock`) and demos; one process only,
+    any number of threads and event loops.
     Pushing a queue item whose `event_id` is already queued in that instance replaces it.
     """
 
@@ -304,9 +316,9 @@ class MemoryStorage:
         """
         Serialized, atomic access to one instance.
 
-        Blocks for the same key never overlap (a per-key `asyncio.Lock`); blocks for
-        different keys run concurrently. Changes apply together on clean exit and are
-        discarded when the block raises.
+        Blocks for the same key never overlap (a per-key lock that any event loop and any
+        thread can wait for); blocks for different keys run concurrently. Changes apply
+        together on clean exit and are discarded when the block raises.
         """
         return _InstanceBlock(self._store, key)
 
@@ -608,11 +620,12 @@ class _InstanceBlock:
             raise RuntimeError(msg)
         await self._store.locks.acquire(self._key)
         # the committed record is only ever handed out as a copy by the transaction
-        committed = self._store.records.get(self._key)
-        if committed is not None:
-            committed = attrs.evolve(
-                committed, lease=_live(self._store.leases.get(self._key), _lease_now())
-            )
+        with _MUTEX:
+            committed = self._store.records.get(self._key)
+            if committed is not None:
+                committed = attrs.evolve(
+                    committed, lease=_live(self._store.leases.get(self._key), _lease_now())
+                )
         self._tx = BufferedTransaction(_StoredMemory(self._store), self._key, committed)
         return self._tx
 
@@ -628,7 +641,8 @@ class _InstanceBlock:
         try:
             changes = tx.close()
             if exc_type is None:
-                self._store.apply(self._key, changes)
+                with _MUTEX:
+                    self._store.apply(self._key, changes)
         finally:
             self._store.locks.release(self._key)
 
@@ -642,25 +656,71 @@ class _StoredMemory:
         self._store = store
 
     async def has_seen(self, key: InstanceKey, event_id: str) -> bool:
-        return self._store.has_seen(key, event_id)
+        with _MUTEX:
+            return self._store.has_seen(key, event_id)
 
     async def queue_head(self, key: InstanceKey, skip: frozenset[str]) -> QueueItem | None:
-        queue = self._store.queues.get(key)
-        first = None if queue is None else queue.first(skip)
-        if first is None:
-            return None
-        return attrs.evolve(_copy_item(first), lease=_live(first.lease, _lease_now()))
+        with _MUTEX:
+            queue = self._store.queues.get(key)
+            first = None if queue is None else queue.first(skip)
+            if first is None:
+                return None
+            return attrs.evolve(_copy_item(first), lease=_live(first.lease, _lease_now()))
 
     async def queue_has(self, key: InstanceKey, event_id: str) -> bool:
-        queue = self._store.queues.get(key)
-        return queue is not None and event_id in queue
+        with _MUTEX:
+            queue = self._store.queues.get(key)
+            return queue is not None and event_id in queue
 
     async def queue_size(self, key: InstanceKey) -> int:
-        queue = self._store.queues.get(key)
-        return 0 if queue is None else len(queue)
+        with _MUTEX:
+            queue = self._store.queues.get(key)
+            return 0 if queue is None else len(queue)
 
     async def max_seq(self) -> int:
-        return self._store.last_seq
+        with _MUTEX:
+            return self._store.last_seq
+
+
+_Step = Callable[..., Coroutine[Any, Any, object]]
+
+_NOT_STEPS = frozenset({"wait_for_change", "close"})
+"""Coroutine methods that are not steps on the data (they may wait, or touch nothing)."""
+
+
+def _locked(name: str, step: _Step) -> _Step:
+    """`step` run under the store's mutex; it must finish without suspending."""
+
+    @functools.wraps(step)
+    async def locked(self: MemoryStorage, *args: object, **kwargs: object) -> object:
+        running = step(self, *args, **kwargs)
+        with _MUTEX:
+            try:
+                running.send(None)
+            except StopIteration as done:
+                return done.value
+        running.close()
+        msg = f"MemoryStorage.{name} suspended holding the store's mutex (a step must not await)"
+        raise RuntimeError(msg)
+
+    return locked
+
+
+def _guard_steps(cls: type[MemoryStorage]) -> None:
+    """
+    Make every coroutine method of `cls` a step under the store's mutex.
+
+    Callers may be on any event loop in any thread (a worker, a sync client, one
+    `asyncio.run` per web request), so each step takes `_MUTEX`. A step never
+    suspends, which `_locked` checks, so the mutex is never held across an `await`. Methods
+    added later are guarded too, unless listed in `_NOT_STEPS`.
+    """
+    for name, member in list(vars(cls).items()):
+        if inspect.iscoroutinefunction(member) and name not in _NOT_STEPS:
+            setattr(cls, name, _locked(name, member))
+
+
+_guard_steps(MemoryStorage)
 
 
 if TYPE_CHECKING:

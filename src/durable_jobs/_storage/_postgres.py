@@ -44,6 +44,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from .._duration import DurationInput, to_timedelta
 from .._errors import SchemaMismatchError, StorageError
+from .._portal import Home, default_portal
 from . import _upgrade_v1 as v1
 from ._buffered import BufferedTransaction, Changes
 from ._interface import (
@@ -311,9 +312,13 @@ class PostgresStorage:
                 kwargs={"options": f"-c search_path={schema}"},
             )
             self._owns_pool = True
+            # the pool opens on the process's portal loop, whatever loop or thread calls
+            home = Home(default_portal())
         else:
             pool = dsn_or_pool
             self._owns_pool = False
+            home = Home(None)  # a caller's pool stays on the loop that first uses it
+        self._home = home
         self._db = _Database(pool, schema=schema, scoped=not self._owns_pool)
         self._ready = False
         self._pool_open = False
@@ -334,7 +339,7 @@ class PostgresStorage:
         An empty schema is created at the latest version. Raises `SchemaMismatchError` when
         the schema was written by another version (an older one needs `migrate()`).
         """
-        await self._ensure_open()
+        await self._home.call(self._ensure_open)
 
     async def migrate(self) -> tuple[int, int]:
         """
@@ -346,6 +351,9 @@ class PostgresStorage:
         version fails against the new schema. There is no downgrade: a newer schema raises
         `SchemaMismatchError`.
         """
+        return await self._home.call(self._migrate_now)
+
+    async def _migrate_now(self) -> tuple[int, int]:
         await self._open_pool()
         try:
             return await self._migrate(upgrade=True)
@@ -355,7 +363,7 @@ class PostgresStorage:
 
     def instance(self, key: InstanceKey) -> AbstractAsyncContextManager[InstanceTransaction]:
         """Serialized, atomic access to one instance (an advisory lock and one transaction)."""
-        return _PostgresBlock(self._db, self._ensure_open, key)
+        return _PostgresBlock(self._db, self._home, self._ensure_open, key)
 
     async def read(self, key: InstanceKey) -> InstanceRecord | None:
         """A committed snapshot of one record (its lease if live), without taking it."""
@@ -725,6 +733,9 @@ class PostgresStorage:
         (the engine of this process knows of them already). A lost connection is replaced
         with backoff, and the call then returns, since a change may have been missed.
         """
+        await self._home.call(self._wait_for_change)
+
+    async def _wait_for_change(self) -> None:
         await self._ensure_open()
         async with self._listening:
             missed = False
@@ -761,6 +772,9 @@ class PostgresStorage:
     async def close(self) -> None:
         """Close the listening connection and the pool (when this storage created it)."""
         self._closed = True
+        await self._home.call(self._close)
+
+    async def _close(self) -> None:
         await self._drop_listener()
         if self._owns_pool:
             await self._db.pool.close()
@@ -883,8 +897,12 @@ class PostgresStorage:
             raise SchemaMismatchError(self._mismatch(stored))
 
     async def _run(self, work: Callable[[_Connection], Awaitable[T]]) -> T:
-        await self._ensure_open()
-        return await self._db.run(work)
+        async def here() -> T:
+            await self._ensure_open()
+            return await self._db.run(work)
+
+        # every operation runs on the loop the pool lives on, whichever loop calls
+        return await self._home.call(here)
 
 
 class _Database:
@@ -1338,13 +1356,41 @@ class _ConnectionView:
         return 0 if row is None else _int(row[0])
 
 
+class _ViewAtHome:
+    """A block's reads, run on the loop of its connection (the body may run on any loop)."""
+
+    def __init__(self, view: _ConnectionView, home: Home) -> None:
+        self._view = view
+        self._home = home
+
+    async def has_seen(self, key: InstanceKey, event_id: str) -> bool:
+        return await self._home.call(lambda: self._view.has_seen(key, event_id))
+
+    async def queue_head(self, key: InstanceKey, skip: frozenset[str]) -> QueueItem | None:
+        return await self._home.call(lambda: self._view.queue_head(key, skip))
+
+    async def queue_has(self, key: InstanceKey, event_id: str) -> bool:
+        return await self._home.call(lambda: self._view.queue_has(key, event_id))
+
+    async def queue_size(self, key: InstanceKey) -> int:
+        return await self._home.call(lambda: self._view.queue_size(key))
+
+    async def max_seq(self) -> int:
+        return await self._home.call(self._view.max_seq)
+
+
 class _PostgresBlock:
     """`async with storage.instance(key) as tx`: lock, read, buffer, write, commit."""
 
     def __init__(
-        self, db: _Database, ensure_open: Callable[[], Awaitable[None]], key: InstanceKey
+        self,
+        db: _Database,
+        home: Home,
+        ensure_open: Callable[[], Awaitable[None]],
+        key: InstanceKey,
     ) -> None:
         self._db = db
+        self._home = home
         self._ensure_open = ensure_open
         self._key = key
         self._open: _Transaction | None = None
@@ -1352,6 +1398,24 @@ class _PostgresBlock:
         self._tx: BufferedTransaction | None = None
 
     async def __aenter__(self) -> InstanceTransaction:
+        # the block's connection lives on the pool's loop: open and end it there
+        try:
+            return await self._home.call(self._enter)
+        except asyncio.CancelledError:
+            if self._open is not None:  # it opened as the caller was cancelled: end it
+                await asyncio.shield(self._home.call(self._open.abort))
+                self._open = None
+            raise
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._home.call(lambda: self._exit(exc_type))
+
+    async def _enter(self) -> InstanceTransaction:
         if self._open is not None:
             msg = "a storage.instance(...) block cannot be entered twice"
             raise RuntimeError(msg)
@@ -1380,15 +1444,11 @@ class _PostgresBlock:
             break
         self._open = opened
         self._committed = record
-        self._tx = BufferedTransaction(_ConnectionView(opened.conn), self._key, record)
+        view = _ViewAtHome(_ConnectionView(opened.conn), self._home)
+        self._tx = BufferedTransaction(view, self._key, record)
         return self._tx
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def _exit(self, exc_type: type[BaseException] | None) -> None:
         opened, tx = self._open, self._tx
         if opened is None or tx is None:
             return

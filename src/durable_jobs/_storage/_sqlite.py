@@ -14,7 +14,9 @@ Design, briefly:
   share that clock.
 - Every SQLite call runs on the storage's own threads, never on the event loop: one
   thread with the connection that writes, one with a read-only connection, so snapshot
-  reads (`read`, `status`, `next_alarm_at`, ...) never wait for a block (WAL).
+  reads (`read`, `status`, `next_alarm_at`, ...) never wait for a block (WAL). Nothing of
+  the storage belongs to an event loop (its write lock is an `AnyLoopLock`), so callers on
+  any loop, in any thread, share it.
 - Times are integer microseconds since the Unix epoch (UTC); JSON is text.
 - The schema is versioned in `durable_jobs_schema`. An empty file gets the latest schema;
   a file of an older or newer schema is refused with `SchemaMismatchError` (every claim
@@ -60,6 +62,7 @@ from ._interface import (
     QueueItem,
     Storage,
 )
+from ._keylocks import AnyLoopLock
 from ._rows import RECORD_COLUMNS as _RECORD_COLUMNS
 from ._rows import key_of as _key_of
 from ._rows import key_params as _key_params
@@ -1186,9 +1189,11 @@ class _Connection:
     def __init__(self, path: Path, *, busy_timeout: timedelta) -> None:
         self.path = path
         self._busy_timeout = busy_timeout.total_seconds()
-        self.lock = asyncio.Lock()
+        # neither lock belongs to an event loop: every loop and thread of the process shares
+        # this storage (a worker's loop, a sync client's, one `asyncio.run` per web request)
+        self.lock = AnyLoopLock()
         """Held by an open block and by every other write: one write transaction at a time."""
-        self._opening = asyncio.Lock()
+        self._opening = AnyLoopLock()
         self._checked = False
         self._write_thread: ThreadPoolExecutor | None = None
         self._read_thread: ThreadPoolExecutor | None = None
