@@ -70,6 +70,11 @@ from ._runtime._results import TaskStatus as TaskStatus
 from ._runtime._results import TerminateResult as TerminateResult
 from ._runtime._results import TriggerResult as TriggerResult
 from ._runtime._services import DefectPolicy as DefectPolicy
+from ._runtime._sync import SyncClient as SyncClient
+from ._runtime._sync import SyncContinuousClient as SyncContinuousClient
+from ._runtime._sync import SyncDebounceClient as SyncDebounceClient
+from ._runtime._sync import SyncTaskClient as SyncTaskClient
+from ._runtime._sync import SyncWorkerPoolClient as SyncWorkerPoolClient
 from ._schedule import Cron as Cron
 from ._schedule import Every as Every
 from ._schedule import Schedule as Schedule
@@ -150,6 +155,11 @@ __all__ = [
     "StartResult",
     "Storage",
     "StorageError",
+    "SyncClient",
+    "SyncContinuousClient",
+    "SyncDebounceClient",
+    "SyncTaskClient",
+    "SyncWorkerPoolClient",
     "SystemClock",
     "Task",
     "TaskClient",

@@ -23,6 +23,7 @@ from ._admin import ResumeResult
 from ._client import Client, EngineClient
 from ._invoke import Invoker
 from ._services import DefectPolicy, RegisteredJob, Services
+from ._sync import SyncClient
 from ._worker import Worker
 
 
@@ -117,6 +118,8 @@ class Engine(Generic[R]):
         positive_int("concurrency", concurrency)
         pool_size = positive_int("threads", concurrency if threads is None else threads)
         self._wake_event: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        """The loop the worker last ran on (`async with`, `run_due`); wake-ups go there."""
         self._services = Services(
             storage=self._storage,
             clock=self._clock,
@@ -139,6 +142,8 @@ class Engine(Generic[R]):
         )
         self.client: Client = EngineClient(list(definitions.values()), self._services)
         """The typed client: `engine.client.debounce(job).add(...)` and friends."""
+        self.sync_client: SyncClient = SyncClient.of(self.client)
+        """The same client for code that is not async, safe from any thread (no `await`)."""
         self._serving: asyncio.Task[None] | None = None
         self._stopping = False
         self._clock.attach(self.run_due)
@@ -193,9 +198,26 @@ class Engine(Generic[R]):
 
         `TestClock.advance` calls this at every step; a test may call it directly too.
         """
+        self._loop = asyncio.get_running_loop()
         return await self._worker.run_due()
 
     def _wake(self, at: datetime) -> None:
+        # client calls come from any thread and any loop (a sync client, a web request's
+        # `asyncio.run`): the worker's loop-bound events are touched on its own loop only
+        loop = self._loop
+        if loop is None:
+            return  # no worker has run: there is nobody to wake
+        try:
+            here = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        if here is loop:
+            self._wake_here(at)
+        else:
+            with contextlib.suppress(RuntimeError):  # its loop is closed: nobody sleeps there
+                loop.call_soon_threadsafe(self._wake_here, at)
+
+    def _wake_here(self, at: datetime) -> None:
         self._worker.keeper.poke()
         # only an alarm before the worker's planned look (or one while it looks) wakes it
         planned = self._worker.sleeping_until
@@ -205,6 +227,7 @@ class Engine(Generic[R]):
     async def __aenter__(self) -> Self:
         """Start the worker in the background."""
         self._stopping = False
+        self._loop = asyncio.get_running_loop()
         self._wake_event = asyncio.Event()
         self._serving = asyncio.create_task(self._serve(), name="durable-jobs-worker")
         return self

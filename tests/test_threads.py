@@ -1,0 +1,185 @@
+"""
+Clients from many threads and many event loops, on every backend: nothing lost, nothing hung.
+
+Eight threads make 200 calls each while a worker on the test's own loop keeps running due
+work on the same storage. `SyncClient` calls run on the process's portal loop; the async
+client is also called with one `asyncio.run` per call, as a WSGI view wrapping it would
+(0.1.0 failed there: "bound to a different event loop" errors, and threads that hung). At
+the end every accepted event has run exactly once.
+"""
+
+import asyncio
+import contextlib
+import itertools
+import threading
+from collections import Counter
+from collections.abc import AsyncGenerator, Callable
+from pathlib import Path
+from typing import Never
+
+import pytest
+
+from durable_jobs import (
+    Debounce,
+    DebounceExecuteContext,
+    Engine,
+    MemoryStorage,
+    Ok,
+    SqliteStorage,
+    Storage,
+    SyncClient,
+    WorkerPool,
+    WorkerPoolContext,
+)
+from durable_jobs.postgres import PostgresStorage
+from durable_jobs.testing import TestClock
+from pg_server import postgres_dsn
+
+
+THREADS = 8
+CALLS = 200
+LOOP_PER_CALL = 50
+HANG_GUARD = 120.0
+"""Seconds before a thread that never returns fails the test (never reached when right)."""
+
+
+class Seen:
+    """What the jobs ran, counted across threads."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.events: Counter[str] = Counter()
+        self.flushed = 0
+
+    def work(self, ctx: WorkerPoolContext[str]) -> Ok[None]:
+        with self.lock:
+            self.events[ctx.event] += 1
+        return Ok(None)
+
+    def flush(self, ctx: DebounceExecuteContext[int]) -> Ok[None]:
+        with self.lock:
+            self.flushed += ctx.event_count
+        return Ok(None)
+
+
+def jobs(
+    seen: Seen,
+) -> tuple[WorkerPool[str, None, Never, object], Debounce[int, int, Never, object]]:
+    pool = WorkerPool(name="uploads", event=str, concurrency=4, execute=seen.work)
+    digest = Debounce(
+        name="digest", event=int, flush_after="1 hour", max_events=10_000, execute=seen.flush
+    )
+    return pool, digest
+
+
+@contextlib.asynccontextmanager
+async def opened(backend: str, tmp: Path) -> AsyncGenerator[Storage]:
+    storage: Storage
+    if backend == "memory":
+        storage = MemoryStorage()
+    elif backend == "sqlite":
+        storage = SqliteStorage(tmp / "jobs.db")
+    else:
+        storage = PostgresStorage(postgres_dsn(), schema=f"threads_{next(_SCHEMAS)}")
+    try:
+        yield storage
+    finally:
+        await storage.close()
+
+
+BACKENDS = ["memory", "sqlite", "postgres"]
+_SCHEMAS = itertools.count()
+
+
+async def in_threads(
+    call: Callable[[int, int], None], worker: Engine[None], calls: int = CALLS
+) -> list[str]:
+    """Run `call(thread, n)` `calls` times in each of THREADS threads while `worker` serves."""
+    errors: list[str] = []
+
+    def thread_main(thread: int) -> None:
+        for n in range(calls):
+            try:
+                call(thread, n)
+            except Exception as exc:  # counted and reported, never lost
+                errors.append(f"{type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=thread_main, args=(t,)) for t in range(THREADS)]
+    # a worker on this loop, woken by the threads' calls, runs what they make due
+    async with worker:
+        for thread in threads:
+            thread.start()
+        async with asyncio.timeout(HANG_GUARD):
+            for thread in threads:
+                await asyncio.to_thread(thread.join)
+    return errors
+
+
+async def check_all_ran(
+    engine: Engine[None], clock: TestClock, seen: Seen, calls: int = CALLS
+) -> None:
+    await clock.advance("1 hour")  # the debounce batches fall due, and anything left runs
+    expected = {f"e{t}-{n}": 1 for t in range(THREADS) for n in range(0, calls, 2)}
+    assert seen.events == Counter(expected)
+    assert seen.flushed == THREADS * calls // 2
+    assert (await engine.dead_letters()) == []
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_sync_client_from_eight_threads(backend: str, tmp_path: Path) -> None:
+    seen = Seen()
+    pool, digest = jobs(seen)
+    clock = TestClock()
+    async with opened(backend, tmp_path) as storage:
+        engine = Engine(jobs=[pool, digest], storage=storage, clock=clock)
+        client = engine.sync_client
+
+        def call(thread: int, n: int) -> None:
+            if n % 2 == 0:
+                assert not client.worker_pool(pool).enqueue(f"e{thread}-{n}").duplicate
+            else:
+                client.debounce(digest).add(f"team-{thread}", n, event_id=f"a{thread}-{n}")
+
+        errors = await in_threads(call, engine)
+        assert errors == []
+        await check_all_ran(engine, clock, seen)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_async_client_with_a_loop_per_call(backend: str, tmp_path: Path) -> None:
+    seen = Seen()
+    pool, digest = jobs(seen)
+    clock = TestClock()
+    async with opened(backend, tmp_path) as storage:
+        engine = Engine(jobs=[pool, digest], storage=storage, clock=clock)
+        client = engine.client
+
+        def call(thread: int, n: int) -> None:
+            if n % 2 == 0:
+                asyncio.run(client.worker_pool(pool).enqueue(f"e{thread}-{n}"))
+            else:
+                coroutine = client.debounce(digest).add(f"team-{thread}", n, f"a{thread}-{n}")
+                asyncio.run(coroutine)
+
+        # fewer calls: a new event loop per call costs more than the call
+        errors = await in_threads(call, engine, calls=LOOP_PER_CALL)
+        assert errors == []
+        await check_all_ran(engine, clock, seen, calls=LOOP_PER_CALL)
+
+
+async def test_a_sync_client_works_without_an_engine(tmp_path: Path) -> None:
+    seen = Seen()
+    pool, digest = jobs(seen)
+    storage = SqliteStorage(tmp_path / "jobs.db")
+    try:
+        sync = SyncClient(jobs=[pool, digest], storage=storage)
+        added = await asyncio.to_thread(sync.debounce(digest).add, "team", 1)
+        assert added.created
+        status = await asyncio.to_thread(sync.debounce(digest).status, "team")
+        assert [batch.event_count for batch in status.batches] == [1]
+        with pytest.raises(TimeoutError):
+            await asyncio.to_thread(
+                sync.debounce(digest).wait_flushed, "team", added.batch_id or "", "10 ms"
+            )
+    finally:
+        await storage.close()
