@@ -29,6 +29,10 @@ class Settings:
     """Alarms measured per latency repetition."""
     runner_calls: int = 3000
     """Executions timed per repetition of the runner overhead benchmark."""
+    drain_items: int = 1000
+    """Due pieces of work each per-kind throughput repetition drains."""
+    busy_adds: int = 100
+    """Adds timed per phase of the add-during-a-flush benchmark."""
 
     @classmethod
     def quick(cls) -> "Settings":
@@ -42,6 +46,8 @@ class Settings:
             worker_seconds=0.5,
             latency_samples=20,
             runner_calls=300,
+            drain_items=150,
+            busy_adds=30,
         )
 
 
