@@ -810,8 +810,9 @@ async def test_trigger_during_a_run_queues_exactly_one_run_right_after_it(
     Triggers while a run is in progress return at once and queue one more run (however
     many arrive), which starts right after the run ends; the schedule is not moved.
 
-    On the old release the run held the instance, so `trigger` waited for it to end and then
-    ran `execute` itself, inside the call: `trigger` would not return while the run waits.
+    On the old release `start` ran the first run itself, inside the call, and a run held the
+    instance, so `trigger` waited for it and then ran `execute` in the caller: here `start`
+    never returns (the guard fails it).
     """
     gate = Gate()
     job = Continuous(
@@ -819,13 +820,14 @@ async def test_trigger_during_a_run_queues_exactly_one_run_right_after_it(
     )
     engine = Engine(jobs=[job], storage=MemoryStorage(), clock=clock)
     client = engine.client.continuous(job)
-    await client.start("a", Counter(0))
+    await asyncio.wait_for(client.start("a", Counter(0)), GUARD)  # it never runs execute
     worker = asyncio.create_task(clock.run_due())
     await asyncio.wait_for(gate.entered.wait(), GUARD)
     assert (await client.status("a")).status == "running"
 
-    first = await client.trigger("a")
-    second = await client.trigger("a")
+    # the calls return while the run waits (the guard turns a call that waits into a failure)
+    first = await asyncio.wait_for(client.trigger("a"), GUARD)
+    second = await asyncio.wait_for(client.trigger("a"), GUARD)
 
     assert (first.triggered, first.after_current_run) == (True, True)
     assert (second.triggered, second.after_current_run) == (True, True)
@@ -850,8 +852,9 @@ async def test_terminate_during_an_async_run_cancels_it_and_discards_it(clock: T
     result never written, and `job.lease_lost` reports it.
 
     The lease is an hour, so the worker learns of the terminate from the call itself, not
-    from a renewal. On the old release the run held the instance: `terminate` waited for
-    the run to end (here: forever), and there was no `job.lease_lost`.
+    from a renewal. On the old release `start` ran the run inside the call (here: it never
+    returns), a run held the instance so `terminate` waited for it, and there was no
+    `job.lease_lost`.
     """
     events: list[JobEvent] = []
     gate = Gate()
@@ -863,12 +866,12 @@ async def test_terminate_during_an_async_run_cancels_it_and_discards_it(clock: T
         jobs=[job], storage=storage, clock=clock, observers=[events.append], lease="1 hour"
     )
     client = engine.client.continuous(job)
-    await client.start("a", Counter(0))
+    await asyncio.wait_for(client.start("a", Counter(0)), GUARD)  # it never runs execute
     worker = asyncio.create_task(clock.run_due())
     await asyncio.wait_for(gate.entered.wait(), GUARD)
     assert (await client.status("a")).status == "running"
 
-    terminated = await client.terminate("a", reason="retired")
+    terminated = await asyncio.wait_for(client.terminate("a", reason="retired"), GUARD)
 
     assert terminated.terminated
     assert (await client.status("a")).status == "not_found"
@@ -889,8 +892,8 @@ async def test_terminate_during_a_sync_run_refuses_its_result(clock: TestClock) 
     A sync run cannot be stopped: it goes on after `terminate`, and its finish is refused
     (`job.lease_lost`); the purged instance is not brought back by its result.
 
-    On the old release `terminate` waited for the run, which held the instance, and the run
-    (on the loop) blocked the test from ever releasing it.
+    On the old release the run happened inside `start`, on the loop, and its result was
+    applied (`job.executed`) before `terminate` could even be called.
     """
     events: list[JobEvent] = []
     entered = threading.Event()
@@ -908,12 +911,12 @@ async def test_terminate_during_a_sync_run_refuses_its_result(clock: TestClock) 
     storage = MemoryStorage()
     engine = Engine(jobs=[job], storage=storage, clock=clock, observers=[events.append])
     client = engine.client.continuous(job)
-    await client.start("a", Counter(0))
+    await asyncio.wait_for(client.start("a", Counter(0)), GUARD)  # it never runs execute
     worker = asyncio.create_task(clock.run_due())
     assert await asyncio.to_thread(entered.wait, GUARD)
     assert (await client.status("a")).status == "running"
 
-    assert (await client.terminate("a")).terminated
+    assert (await asyncio.wait_for(client.terminate("a"), GUARD)).terminated
 
     assert (await client.status("a")).status == "not_found"
     release.set()

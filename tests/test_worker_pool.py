@@ -11,6 +11,7 @@ import pytest
 
 from durable_jobs import (
     Backoff,
+    Client,
     DefectPolicy,
     Engine,
     Err,
@@ -841,18 +842,22 @@ async def test_client_without_worker_and_sqlite_storage(tmp_path: Path, clock: T
     web = SqliteStorage(tmp_path / "jobs.db")
     worker = SqliteStorage(tmp_path / "jobs.db")
     try:
-        # the web process has its own (never advanced) clock: it only enqueues
-        client = Engine(jobs=[job], storage=web, clock=TestClock()).client.worker_pool(job)
+        # a web process: a client on the same file without an engine (no worker, no deps)
+        # and with its own, never advanced, clock: it only enqueues
+        client = Client(jobs=[job], storage=web, clock=TestClock()).worker_pool(job)
         engine_for(job, clock, storage=worker)
-        await client.enqueue(Order("a"))
+        await client.enqueue(Order("a"), partition_key="k")
         await clock.run_due()
         await client.enqueue(Order("urgent"), priority=10)
-        await client.enqueue(Order("b"))
+        await client.enqueue(Order("b"), partition_key="k")
+        await clock.run_due()
+        # the free slot runs the unkeyed event; b waits behind a's retry (same key)
+        assert [(r.label, r.attempt) for r in harness.runs] == [("a", 1), ("urgent", 1)]
         await clock.advance("10 seconds")
         assert [(r.label, r.attempt) for r in harness.runs] == [
             ("a", 1),
-            ("a", 2),
             ("urgent", 1),
+            ("a", 2),
             ("b", 1),
         ]
         status = await client.status()
@@ -860,3 +865,291 @@ async def test_client_without_worker_and_sqlite_storage(tmp_path: Path, clock: T
     finally:
         await web.close()
         await worker.close()
+
+
+# --- concurrency is executions across the pool, serialized per partition key -------------
+
+
+async def test_concurrency_counts_executions_not_hash_partitions(clock: TestClock) -> None:
+    """
+    concurrency=2 runs two events at once whatever their keys: each run waits on a barrier
+    of two, so the pool only gets through its events if two run at the same time.
+
+    Fails on 0.1.0 (hangs, stopped by the guard): concurrency=2 meant two hash partitions
+    (crc32 % 2), and "beach", "city", "forest" and "acme" all landed on partition 0, so the
+    four ran one at a time and the first one waited on the barrier forever.
+    """
+    barrier = asyncio.Barrier(2)
+    started: list[str] = []
+
+    async def execute(ctx: WorkerPoolContext[Order]) -> Result[None, ShipError]:
+        started.append(ctx.event.label)
+        await barrier.wait()
+        return Ok(None)
+
+    job = WorkerPool(name="places", event=Order, concurrency=2, execute=execute)
+    pool = Engine(jobs=[job], storage=MemoryStorage(), clock=clock).client.worker_pool(job)
+    keys = ("beach", "city", "forest", "acme")
+    for key in keys:
+        await pool.enqueue(Order(key), partition_key=key)
+
+    await promptly(clock.run_due())
+
+    assert sorted(started) == sorted(keys)
+    status = await pool.status()
+    assert (status.pending, status.processed) == (0, 4)
+
+
+async def test_one_key_runs_one_at_a_time_in_order_and_its_retry_holds_it(
+    clock: TestClock,
+) -> None:
+    """
+    Events of one key run one at a time, in FIFO order; one waiting for its retry holds
+    its key, while another key's events go on in the free slot.
+
+    Fails on 0.1.0: with concurrency=2, "beach" and "city" hashed to the same partition,
+    so city's events waited behind beach's retry.
+    """
+    runs: list[tuple[str, int]] = []
+    in_flight: dict[str, int] = {}
+    peak: dict[str, int] = {}
+
+    async def execute(ctx: WorkerPoolContext[Order]) -> Result[None, ShipError]:
+        key = ctx.partition_key or ""
+        runs.append((ctx.event.label, ctx.attempt))
+        in_flight[key] = in_flight.get(key, 0) + 1
+        peak[key] = max(peak.get(key, 0), in_flight[key])
+        peak["*"] = max(peak.get("*", 0), sum(in_flight.values()))
+        await asyncio.sleep(0)  # a yield: any other run of the pool may start meanwhile
+        in_flight[key] -= 1
+        if ctx.event.label == "beach/1" and ctx.attempt == 1:
+            return Err(ShipError(503))
+        return Ok(None)
+
+    retry: Retry[ShipError] = Retry(max_attempts=2, delay="10 seconds", jitter=False)
+    job = WorkerPool(name="trips", event=Order, concurrency=2, execute=execute, retry=retry)
+    pool = Engine(jobs=[job], storage=MemoryStorage(), clock=clock).client.worker_pool(job)
+    for n in (1, 2, 3):
+        await pool.enqueue(Order(f"beach/{n}"), partition_key="beach")
+    for n in (1, 2):
+        await pool.enqueue(Order(f"city/{n}"), partition_key="city")
+
+    await clock.run_due()
+
+    assert [r for r in runs if r[0].startswith("city")] == [("city/1", 1), ("city/2", 1)]
+    assert [r for r in runs if r[0].startswith("beach")] == [("beach/1", 1)]
+    status = await pool.status()
+    assert (status.retrying, status.queued, status.processed) == (1, 2, 2)
+
+    await clock.advance("10 seconds")
+
+    assert [r for r in runs if r[0].startswith("beach")] == [
+        ("beach/1", 1),
+        ("beach/1", 2),
+        ("beach/2", 1),
+        ("beach/3", 1),
+    ]
+    assert (peak["beach"], peak["city"], peak["*"]) == (1, 1, 2)
+    assert (await pool.status()).processed == 5
+
+
+async def test_an_event_without_a_key_takes_any_free_slot(clock: TestClock) -> None:
+    """
+    While one event runs long, the other slot runs every other unkeyed event, one after
+    the other, on a running worker.
+
+    Fails on 0.1.0 (hangs, stopped by the guard): unkeyed events were dealt round-robin to
+    partitions (e0, e2 -> 0; e1, e3 -> 1), so e2 waited behind the long e0.
+    """
+    release = asyncio.Event()
+    others_done = asyncio.Event()
+    ran: list[str] = []
+
+    async def execute(ctx: WorkerPoolContext[Order]) -> Result[None, ShipError]:
+        ran.append(ctx.event.label)
+        if ctx.event.label == "e0":
+            await release.wait()
+        elif len(ran) == 4:
+            others_done.set()
+        return Ok(None)
+
+    job = WorkerPool(name="slots", event=Order, concurrency=2, execute=execute)
+    engine = Engine(jobs=[job], storage=MemoryStorage(), clock=clock)
+    pool = engine.client.worker_pool(job)
+    first = await pool.enqueue(Order("e0"))
+    for n in (1, 2, 3):
+        await pool.enqueue(Order(f"e{n}"))
+
+    async with engine:
+        await promptly(others_done.wait())
+        assert ran == ["e0", "e1", "e2", "e3"]
+        status = await pool.status()
+        assert (status.running, status.processed) == (1, 3)  # e0 still runs
+        release.set()
+        await promptly(pool.wait(first.event_id))
+
+    status = await pool.status()
+    assert (status.pending, status.processed) == (0, 4)
+
+
+async def test_priority_first_among_ready_events_never_past_a_key_s_head(
+    clock: TestClock,
+) -> None:
+    """
+    The free slot takes the highest priority among the events ready to run; an event
+    whose key has an earlier event waiting is not ready, whatever its priority.
+
+    Fails on 0.1.0: a partition ordered its queue by priority alone, so "k-high" ran first,
+    ahead of the earlier "k-low" of its own key.
+    """
+    harness = Harness(concurrency=1)
+    job = harness.job()
+    pool = engine_for(job, clock).client.worker_pool(job)
+    await pool.enqueue(Order("k-low"), partition_key="k", priority=0)
+    await pool.enqueue(Order("o-mid"), partition_key="o", priority=5)
+    await pool.enqueue(Order("urgent"), priority=7)
+    await pool.enqueue(Order("k-high"), partition_key="k", priority=9)
+
+    await clock.run_due()
+
+    assert harness.labels() == ["urgent", "o-mid", "k-low", "k-high"]
+
+
+async def test_cancel_a_queued_a_retrying_and_a_running_event(clock: TestClock) -> None:
+    """
+    cancel removes an event that waits (to start, or for its retry) and reports a running
+    one as "running", which finishes normally.
+
+    Fails on 0.1.0 (hangs, stopped by the guard): cancel took the partition, which the
+    running event held for its whole run, so it waited for that run; and a running event
+    had no answer of its own.
+    """
+    started = asyncio.Event()
+    release = asyncio.Event()
+    runs: list[tuple[str, int]] = []
+
+    async def execute(ctx: WorkerPoolContext[Order]) -> Result[None, ShipError]:
+        runs.append((ctx.event.label, ctx.attempt))
+        if ctx.event.label == "retry":
+            return Err(ShipError(503))
+        if ctx.event.label == "k1":
+            started.set()
+            await release.wait()
+        return Ok(None)
+
+    retry: Retry[ShipError] = Retry(max_attempts=3, delay="1 hour", jitter=False)
+    job = WorkerPool(name="c", event=Order, concurrency=2, execute=execute, retry=retry)
+    pool = Engine(jobs=[job], storage=MemoryStorage(), clock=clock).client.worker_pool(job)
+    await pool.enqueue(Order("retry"), event_id="retry")
+    await clock.run_due()
+    await pool.enqueue(Order("k1"), event_id="k1", partition_key="k")
+    await pool.enqueue(Order("k2"), event_id="k2", partition_key="k")
+    worker = asyncio.create_task(clock.run_due())
+    await promptly(started.wait())
+    status = await pool.status()
+    assert (status.running, status.queued, status.retrying) == (1, 1, 1)
+
+    queued = await promptly(pool.cancel("k2"))
+    retrying = await promptly(pool.cancel("retry"))
+    running = await promptly(pool.cancel("k1"))
+
+    assert (queued.cancelled, queued.status) == (True, "cancelled")
+    assert (retrying.cancelled, retrying.status) == (True, "cancelled")
+    assert (running.cancelled, running.status) == (False, "running")
+    release.set()
+    await promptly(worker)
+    await clock.advance("1 day")
+    assert runs == [("retry", 1), ("k1", 1)]
+    status = await pool.status()
+    assert (status.pending, status.processed) == (0, 1)
+
+
+async def test_pause_stops_starting_events_and_the_running_one_finishes(clock: TestClock) -> None:
+    """
+    pause during a run returns at once; the running event finishes and counts, the
+    queued ones do not start until resume.
+
+    Fails on 0.1.0 (hangs, stopped by the guard): pause wrote every partition, one of which
+    the running event held for its whole run, so pause waited for the run to end.
+    """
+    started = asyncio.Event()
+    release = asyncio.Event()
+    ran: list[str] = []
+
+    async def execute(ctx: WorkerPoolContext[Order]) -> Result[None, ShipError]:
+        ran.append(ctx.event.label)
+        if ctx.event.label == "a":
+            started.set()
+            await release.wait()
+        return Ok(None)
+
+    job = WorkerPool(name="paused", event=Order, concurrency=1, execute=execute)
+    pool = Engine(jobs=[job], storage=MemoryStorage(), clock=clock).client.worker_pool(job)
+    for label in ("a", "b", "c"):
+        await pool.enqueue(Order(label))
+    worker = asyncio.create_task(clock.run_due())
+    await promptly(started.wait())
+
+    await promptly(pool.pause())
+
+    status = await pool.status()
+    assert (status.paused, status.running, status.queued) == (True, 1, 2)
+    release.set()
+    await promptly(worker)
+    await clock.advance("1 hour")
+    assert ran == ["a"]
+    status = await pool.status()
+    assert (status.paused, status.running, status.queued, status.processed) == (True, 0, 2, 1)
+
+    await pool.resume()
+    await clock.run_due()
+    assert ran == ["a", "b", "c"]
+    assert (await pool.status()).processed == 3
+
+
+async def test_wait_returns_once_the_event_is_done(clock: TestClock) -> None:
+    """
+    `wait(event_id)` returns once the event is done (here: run by the worker, or
+    cancelled); for an id the pool does not hold it returns at once.
+
+    Fails on 0.1.0: there was no way to wait for an enqueued event.
+    """
+    harness = Harness()
+    job = harness.job()
+    pool = engine_for(job, clock).client.worker_pool(job)
+    done = await pool.enqueue(Order("a"))
+    dropped = await pool.enqueue(Order("b"))
+    waiter = asyncio.create_task(pool.wait(done.event_id))
+    await asyncio.sleep(0)  # a yield: it looks once and finds the event still queued
+    assert not waiter.done()
+
+    await pool.cancel(dropped.event_id)
+    await promptly(pool.wait(dropped.event_id))
+    assert not waiter.done()
+    await clock.run_due()
+    await promptly(waiter)
+
+    assert harness.labels() == ["a"]
+    await promptly(pool.wait("never-enqueued"))
+
+
+async def test_a_running_worker_is_woken_by_every_enqueue(clock: TestClock) -> None:
+    """
+    With the worker running (`async with engine`), every enqueue wakes it, not only the
+    first: each event runs while the clock stands still.
+
+    A regression test of the new model (0.1.0 passes it): the engine remembered the earliest
+    alarm it had woken the worker for and never forgot it, so later enqueues (due at or
+    after that time) did not wake the worker, which slept until its poll (never, here).
+    """
+    harness = Harness()
+    job = harness.job()
+    engine = engine_for(job, clock)
+    pool = engine.client.worker_pool(job)
+
+    async with engine:
+        for label in ("a", "b", "c"):
+            queued = await pool.enqueue(Order(label))
+            await promptly(pool.wait(queued.event_id))
+
+    assert harness.labels() == ["a", "b", "c"]

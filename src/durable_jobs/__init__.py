@@ -69,12 +69,6 @@ from ._runtime._results import StartResult as StartResult
 from ._runtime._results import TaskStatus as TaskStatus
 from ._runtime._results import TerminateResult as TerminateResult
 from ._runtime._results import TriggerResult as TriggerResult
-from ._runtime._runner import Defect as Defect
-from ._runtime._runner import FailedFinally as FailedFinally
-from ._runtime._runner import Outcome as Outcome
-from ._runtime._runner import RetryScheduled as RetryScheduled
-from ._runtime._runner import Succeeded as Succeeded
-from ._runtime._runner import Terminated as Terminated
 from ._runtime._services import DefectPolicy as DefectPolicy
 from ._schedule import Cron as Cron
 from ._schedule import Every as Every
@@ -115,7 +109,6 @@ __all__ = [
     "DebounceEventContext",
     "DebounceExecuteContext",
     "DebounceStatus",
-    "Defect",
     "DefectPolicy",
     "DuplicateJobError",
     "DurableJobsError",
@@ -127,7 +120,6 @@ __all__ = [
     "EventType",
     "Every",
     "ExecutionError",
-    "FailedFinally",
     "FailureReason",
     "FlushReason",
     "FlushResult",
@@ -145,13 +137,11 @@ __all__ = [
     "MemoryStorage",
     "Observer",
     "Ok",
-    "Outcome",
     "PoolStatus",
     "Result",
     "ResumeAction",
     "ResumeResult",
     "Retry",
-    "RetryScheduled",
     "Schedule",
     "SchemaMismatchError",
     "SendResult",
@@ -160,7 +150,6 @@ __all__ = [
     "StartResult",
     "Storage",
     "StorageError",
-    "Succeeded",
     "SystemClock",
     "Task",
     "TaskClient",
@@ -169,7 +158,6 @@ __all__ = [
     "TaskIdleContext",
     "TaskStatus",
     "TerminateResult",
-    "Terminated",
     "TriggerResult",
     "ValidationError",
     "WorkerPool",

@@ -647,7 +647,9 @@ class _StoredMemory:
     async def queue_head(self, key: InstanceKey, skip: frozenset[str]) -> QueueItem | None:
         queue = self._store.queues.get(key)
         first = None if queue is None else queue.first(skip)
-        return None if first is None else _copy_item(first)
+        if first is None:
+            return None
+        return attrs.evolve(_copy_item(first), lease=_live(first.lease, _lease_now()))
 
     async def queue_has(self, key: InstanceKey, event_id: str) -> bool:
         queue = self._store.queues.get(key)
