@@ -40,17 +40,22 @@ def work(account: Account) -> Result[None, ValueError]:
 
 
 def execute(ctx: ContinuousContext[Account]) -> Result[None, ValueError]:
-    """`work` as a job's `execute`."""
+    """`work` as a job's `execute` (sync: the engine runs it in its thread pool)."""
     return work(ctx.state)
 
 
-async def ours(settings: Settings) -> Stats:
+async def execute_async(ctx: ContinuousContext[Account]) -> Result[None, ValueError]:
+    """`work` as an async `execute` (the engine runs it on the event loop)."""
+    return work(ctx.state)
+
+
+async def ours(settings: Settings, *, sync: bool = True) -> Stats:
     """Microseconds per execution through `trigger` + `run_due` on `MemoryStorage`."""
     job = Continuous(
         name="accounts",
         state=Account,
         schedule=every("1 hour"),
-        execute=execute,
+        execute=execute if sync else execute_async,
         start_immediately=False,
     )
     costs: list[float] = []
