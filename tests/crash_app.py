@@ -16,6 +16,7 @@ instance ever ran in two places at once.
 import asyncio
 import os
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -71,9 +72,10 @@ _sinks: dict[str, sqlite3.Connection] = {}
 
 def _write(sql: str, *params: object) -> int:
     path = os.environ["CRASH_SINK"]
-    if path not in _sinks:
-        _sinks[path] = sink()
-    cursor = _sinks[path].execute(sql, params)
+    key = f"{path}:{threading.get_ident()}"
+    if key not in _sinks:
+        _sinks[key] = sink()
+    cursor = _sinks[key].execute(sql, params)
     return cursor.lastrowid or 0
 
 

@@ -49,7 +49,7 @@ class Setup:
     def start_worker(self, *, lease: str, hold: float, name: str) -> subprocess.Popen[bytes]:
         where = self.where
         if self.kind == "postgres":
-            where = f"{where} application_name={name}"
+            where = psycopg.conninfo.make_conninfo(where, application_name=name)
         env = {
             **os.environ,
             "XPROC_STORAGE": f"{self.kind}:{where}",

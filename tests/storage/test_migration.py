@@ -8,11 +8,14 @@ it. The job definitions below are equivalent to the fixture's (same names, kinds
 schedules and retry policies); their callbacks only record what they are given.
 """
 
+import asyncio
 import contextlib
 import json
 import random
+import re
 import shutil
 import sqlite3
+import uuid
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
@@ -20,6 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import attrs
+import psycopg
 import pytest
 
 from durable_jobs import (
@@ -46,7 +50,9 @@ from durable_jobs import (
 )
 from durable_jobs._serde import decode
 from durable_jobs._storage._interface import InstanceKey, JobKind, Storage
+from durable_jobs.postgres import PostgresStorage
 from durable_jobs.testing import TestClock
+from pg_server import postgres_dsn
 
 
 FIXTURES = Path(__file__).resolve().parents[1] / "data" / "schema_v1"
@@ -120,8 +126,50 @@ async def _sqlite(tmp: Path) -> AsyncGenerator[V1Copy]:
             await storage.close()
 
 
+class _PostgresCopy:
+    def __init__(self, schema: str) -> None:
+        self._schema = schema
+        self.storages: list[PostgresStorage] = []
+
+    @property
+    def letter_ids(self) -> Sequence[str]:
+        ids: list[str] = MANIFEST["dead_letter_ids"]["postgres"]
+        return ids
+
+    def storage(self) -> Migratable:
+        storage = PostgresStorage(postgres_dsn(), schema=self._schema)
+        self.storages.append(storage)
+        return storage
+
+    async def record_version(self, version: int) -> None:
+        async with await psycopg.AsyncConnection.connect(postgres_dsn()) as raw:
+            await raw.execute(
+                f"INSERT INTO {self._schema}.durable_jobs_schema (version) VALUES (%s)", (version,)
+            )
+            await raw.commit()
+
+
+@contextlib.asynccontextmanager
+async def _postgres(tmp: Path) -> AsyncGenerator[V1Copy]:
+    del tmp
+    # the dump in a schema of its own, loaded as tests/data/schema_v1/README.md says
+    schema = f"v1_{uuid.uuid4().hex}"
+    text = (FIXTURES / "postgres.sql").read_text(encoding="utf-8")
+    text = re.sub(r"\bdurable_jobs(?=[.;])", schema, text)
+    async with await psycopg.AsyncConnection.connect(postgres_dsn()) as raw:
+        await raw.execute(text.encode())
+        await raw.commit()
+    copy = _PostgresCopy(schema)
+    try:
+        yield copy
+    finally:
+        for storage in copy.storages:
+            await storage.close()
+
+
 V1_BACKENDS: dict[str, Callable[[Path], AbstractAsyncContextManager[V1Copy]]] = {
     "sqlite": _sqlite,
+    "postgres": _postgres,
 }
 
 
@@ -423,6 +471,13 @@ async def test_a_v1_database_is_refused_until_migrated(v1_copy: V1Copy) -> None:
     again = v1_copy.storage()
     assert await again.migrate() == (LATEST, LATEST)
     assert await again.list_instances() == await storage.list_instances()
+
+
+async def test_two_storages_migrating_at_once_migrate_once(v1_copy: V1Copy) -> None:
+    first, second = v1_copy.storage(), v1_copy.storage()
+    outcomes = await asyncio.gather(first.migrate(), second.migrate())
+    assert sorted(outcomes) == [(1, LATEST), (LATEST, LATEST)]
+    assert len(await second.list_instances()) == 16
 
 
 async def test_a_newer_schema_is_refused(v1_copy: V1Copy) -> None:

@@ -205,7 +205,7 @@ class Client:
         """The client of a `WorkerPool` job."""
         self._check(job, job.name, "worker_pool")
         handler: WorkerPoolHandler[I, S, E, R] = WorkerPoolHandler(job, self._services)
-        return WorkerPoolClient(_PoolView(handler), job.event)
+        return WorkerPoolClient(handler, job.event)
 
 
 class EngineClient(Client):
@@ -230,52 +230,6 @@ def _by_name(jobs: "Sequence[JobDefinition[Never]]") -> "dict[str, JobDefinition
 
 def _no_random() -> float:
     return 0.5
-
-
-class _PoolView(Generic[I, S, E, R]):
-    """A pool handler as `WorkerPoolClient` uses it."""
-
-    __slots__ = ("_handler",)
-
-    def __init__(self, handler: WorkerPoolHandler[I, S, E, R]) -> None:
-        self._handler = handler
-
-    async def enqueue(
-        self,
-        event: I,
-        *,
-        partition_key: str | None = None,
-        priority: int = 0,
-        event_id: str | None = None,
-    ) -> EnqueueResult:
-        return await self._handler.enqueue(
-            event, partition_key=partition_key, priority=priority, event_id=event_id
-        )
-
-    async def enqueue_many(
-        self, events: Sequence[I], *, partition_key: str | None, priority: int
-    ) -> tuple[EnqueueResult, ...]:
-        handler = self._handler
-        items = [
-            handler.prepare(event, partition_key=partition_key, priority=priority, event_id=None)
-            for event in events
-        ]
-        return await handler.enqueue_many(items)
-
-    async def cancel(self, event_id: str) -> CancelResult:
-        return await self._handler.cancel(event_id)
-
-    async def pause(self) -> None:
-        await self._handler.pause()
-
-    async def resume(self) -> None:
-        await self._handler.resume()
-
-    async def status(self) -> PoolStatus:
-        return await self._handler.status()
-
-    async def is_pending(self, event_id: str) -> bool:
-        return await self._handler.is_pending(event_id)
 
 
 class ContinuousClient(Generic[S]):

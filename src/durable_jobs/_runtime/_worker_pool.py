@@ -111,11 +111,18 @@ class WorkerPoolHandler(Generic[I, S, E, R]):
         event_id: str | None = None,
     ) -> EnqueueResult:
         """Queue `event` (a repeated `event_id` is acknowledged, not queued again)."""
-        (result,) = await self.enqueue_many([self._item(event, partition_key, priority, event_id)])
+        (result,) = await self._push([self._item(event, partition_key, priority, event_id)])
         return result
 
-    async def enqueue_many(self, items: Sequence[QueueItem]) -> tuple[EnqueueResult, ...]:
-        """Queue prepared items in one transaction, in order."""
+    async def enqueue_many(
+        self, events: Sequence[I], *, partition_key: str | None, priority: int
+    ) -> tuple[EnqueueResult, ...]:
+        """Queue several events, in order, in one transaction (all or none)."""
+        items = [self._item(event, partition_key, priority, None) for event in events]
+        return await self._push(items)
+
+    async def _push(self, items: Sequence[QueueItem]) -> tuple[EnqueueResult, ...]:
+        """Queue validated items in one transaction, in order."""
         services = self._services
         now = services.clock.now()
         accepted = await services.storage.push_items(self._key, items, now=now)
@@ -138,12 +145,6 @@ class WorkerPoolHandler(Generic[I, S, E, R]):
             EnqueueResult(event_id=item.event_id, duplicate=not fresh)
             for item, fresh in zip(items, accepted, strict=True)
         )
-
-    def prepare(
-        self, event: I, *, partition_key: str | None, priority: int, event_id: str | None
-    ) -> QueueItem:
-        """Validate one event for `enqueue_many` (nothing is stored yet)."""
-        return self._item(event, partition_key, priority, event_id)
 
     async def cancel(self, event_id: str) -> CancelResult:
         """Remove an event that waits (to start, or for a retry); a running one goes on."""
