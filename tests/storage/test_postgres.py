@@ -429,6 +429,20 @@ async def test_notifications_sent_between_two_waits_are_not_lost() -> None:
             await watcher.wait_for_change()
 
 
+async def test_a_storages_own_commits_do_not_wake_its_own_wait() -> None:
+    schema = fresh_schema()
+    async with storages(2, schema) as (worker, other):
+        waiting = asyncio.ensure_future(worker.wait_for_change())
+        await listening(f"durable_jobs_{schema}")
+        await push(worker, "")  # its engine wakes itself for what it commits
+        await alarm(worker, "")
+        done, _ = await asyncio.wait([waiting], timeout=0.5)
+        assert not done
+        await other.push_items(POOL, [item("e3")], now=T0)  # another process's does
+        async with asyncio.timeout(10):
+            await waiting
+
+
 async def test_a_killed_listening_connection_is_replaced_and_the_wait_returns() -> None:
     schema = fresh_schema()
     channel = f"durable_jobs_{schema}"

@@ -29,6 +29,7 @@ Design, briefly (PostgreSQL's own guarantees, no home-made coordinator):
 import asyncio
 import contextlib
 import re
+import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
@@ -74,6 +75,9 @@ _Connection = psycopg.AsyncConnection[TupleRow]
 
 _SCHEMA_NAME: Final = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _RETRY_PAUSES: Final = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+_OWN_NOTIFY_MEMORY: Final = 60.0
+"""Seconds a backend that sent this storage's notification is remembered as its own (its
+notification arrives within milliseconds; the limit keeps a reused pid from being muted)."""
 """Pauses between tries of an operation whose connection failed (about 4 s in all)."""
 
 # (version, statements); append only: a released migration never changes.
@@ -280,7 +284,8 @@ class PostgresStorage:
     Args:
         dsn_or_pool: a libpq connection string, or an open or unopened async pool.
         schema: the PostgreSQL schema of the tables (lowercase letters, digits, `_`).
-        pool_size: the maximum connections of the pool this storage creates.
+        pool_size: the maximum connections of the pool this storage creates (a worker
+            keeps one of them for `LISTEN`: give a worker at least 2).
         open_timeout: how long opening waits for the server before `StorageError`.
     """
 
@@ -716,8 +721,9 @@ class PostgresStorage:
 
         The first call takes one pooled connection and keeps it, listening, until `close`:
         a notification sent between two calls is not lost. Notifications that arrived
-        together wake the caller once. A lost connection is replaced with backoff, and the
-        call then returns, since a change may have been missed meanwhile.
+        together wake the caller once; those of this storage's own commits do not wake it
+        (the engine of this process knows of them already). A lost connection is replaced
+        with backoff, and the call then returns, since a change may have been missed.
         """
         await self._ensure_open()
         async with self._listening:
@@ -733,11 +739,14 @@ class PostgresStorage:
                         conn = self._listener = await self._listen()
                         if missed:
                             return
-                    async for _ in conn.notifies(stop_after=1):
-                        pass
-                    async for _ in conn.notifies(timeout=0):  # the ones that came with it
-                        pass
-                    return
+                    # this process's own commits wake its engine by themselves
+                    foreign = False
+                    async for note in conn.notifies(stop_after=1):
+                        foreign = foreign or not self._db.sent_here(note.pid)
+                    async for note in conn.notifies(timeout=0):  # the ones that came with it
+                        foreign = foreign or not self._db.sent_here(note.pid)
+                    if foreign:
+                        return
                 except psycopg.OperationalError:
                     # changes made while no connection listened are missed: look again
                     await self._drop_listener()
@@ -894,6 +903,8 @@ class _Database:
             if scoped
             else None
         )
+        self.senders: dict[int, float] = {}
+        """Backends that sent a notification lately, and when (local monotonic time)."""
 
     async def run(self, work: Callable[[_Connection], Awaitable[T]]) -> T:
         """
@@ -948,8 +959,17 @@ class _Database:
             await conn.execute(self.scoped)
 
     async def notify(self, conn: _Connection) -> None:
-        """Wake every listening worker when this transaction commits."""
+        """Wake every listening worker of other processes when this transaction commits."""
+        now = time.monotonic()
+        for pid, sent in list(self.senders.items()):
+            if now - sent > _OWN_NOTIFY_MEMORY:
+                del self.senders[pid]
+        self.senders[conn.info.backend_pid] = now
         await conn.execute("SELECT pg_notify(%s, '')", (self.channel,))
+
+    def sent_here(self, pid: int) -> bool:
+        """Whether a notification from backend `pid` came from this storage (a commit here)."""
+        return pid in self.senders
 
 
 class _Transaction:
