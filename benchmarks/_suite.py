@@ -33,7 +33,7 @@ SHORT_LEAD = 0.001
 """Seconds ahead of `send` the alarms of row 3c are scheduled."""
 IDLE_FLOOR_MS = 5.0
 """The engine's shortest sleep once nothing is due (`_MIN_IDLE` in `_engine.py`)."""
-DBOS_TIMEOUT = 240
+DBOS_TIMEOUT = 600
 """Seconds the DBOS subprocess may take before its row says it timed out."""
 
 
