@@ -478,7 +478,8 @@ async def busy(settings: Settings) -> Section:
             " event and `flush()`; once the worker prints that `execute` started, the same"
             " number of adds go to that id (they fold into its next batch), within the first"
             f" {busy_add.WINDOW * busy_add.FLUSH_SECONDS:g} s; the rep counts only if"
-            " `status()` still shows the flush running after the last add. p50/p99 are per"
+            " `status()` still shows the flush running after the last add. Even reps run the"
+            " baseline phase first, odd reps the flush phase first. p50/p99 are per"
             " rep, the median over reps is shown. Aims from the issue: p99 < 20 ms on"
             " SQLite, < 50 ms on PostgreSQL (0.1.0 measured 2.4-3.0 s on SQLite).",
         ),

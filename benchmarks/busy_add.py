@@ -12,6 +12,9 @@ app would be. Each repetition:
    same spacing, while the flush runs. The repetition counts only if the flush is still
    running after the last add (`status(id)` shows the flushed batch as `flushing`).
 
+Even repetitions run the baseline first, odd ones the flush phase first, so that neither
+phase always follows the other.
+
 Each `add` is timed alone (wall clock around the await). The adds fold into the id's
 open batch, which grows the same way in both phases.
 """
@@ -127,14 +130,14 @@ async def _adds(client: DebounceClient[Note, Note], id: str, count: int, until: 
     return Latencies(tuple(samples))
 
 
-async def _rep(
+async def _busy(
     client: DebounceClient[Note, Note],
     worker: asyncio.subprocess.Process,
     rep: int,
     adds: int,
-) -> tuple[Latencies, Latencies]:
+) -> Latencies:
+    """`adds` adds to an id while the worker flushes that id (and waits for the flush end)."""
     assert worker.stdout is not None
-    calm = await _adds(client, f"calm-{rep}", adds, float("inf"))
     hot = f"hot-{rep}"
     await client.add(hot, Note(0))
     requested = await client.flush(hot)
@@ -143,13 +146,29 @@ async def _rep(
     if line.split()[1:] != [hot, str(requested.batch_id)]:
         msg = f"the worker flushed something else: {line!r}"
         raise RuntimeError(msg)
-    busy = await _adds(client, hot, len(calm.samples), began + FLUSH_SECONDS * WINDOW)
+    busy = await _adds(client, hot, adds, began + FLUSH_SECONDS * WINDOW)
     status = await client.status(hot)
     first = status.batches[0] if status.batches else None
     if first is None or first.batch_id != requested.batch_id or first.stage != "flushing":
         msg = f"the flush of {hot} was no longer running after the adds: {status!r}"
         raise RuntimeError(msg)
     await _line(worker.stdout, "FLUSHED")
+    return busy
+
+
+async def _rep(
+    client: DebounceClient[Note, Note],
+    worker: asyncio.subprocess.Process,
+    rep: int,
+    adds: int,
+) -> tuple[Latencies, Latencies]:
+    """Both phases; even reps start with the baseline, odd ones with the flush (order bias)."""
+    if rep % 2 == 0:
+        calm = await _adds(client, f"calm-{rep}", adds, float("inf"))
+        busy = await _busy(client, worker, rep, len(calm.samples))
+    else:
+        busy = await _busy(client, worker, rep, adds)
+        calm = await _adds(client, f"calm-{rep}", len(busy.samples), float("inf"))
     if len(busy.samples) < len(calm.samples):
         # the same number of adds in both phases, or the comparison is not fair
         calm = Latencies(calm.samples[: len(busy.samples)])
