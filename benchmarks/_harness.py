@@ -2,6 +2,7 @@
 
 import gc
 import math
+import os
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -89,6 +90,14 @@ class Section:
     title: str
     rows: tuple[Row, ...]
     notes: tuple[str, ...] = ()
+
+
+def load_average() -> str:
+    """The machine's load average over 1, 5 and 15 minutes, as text."""
+    try:
+        return " / ".join(f"{value:.2f}" for value in os.getloadavg())
+    except OSError:
+        return "unknown"
 
 
 def quiet() -> None:

@@ -16,7 +16,18 @@ from typing import TYPE_CHECKING, cast
 from durable_jobs import SqliteStorage
 
 from . import busy_add, debounce_add, kinds, latency, runner, worker
-from ._harness import Row, Section, Settings, Stats, missing, number, ratio, row, times
+from ._harness import (
+    Row,
+    Section,
+    Settings,
+    Stats,
+    load_average,
+    missing,
+    number,
+    ratio,
+    row,
+    times,
+)
 
 
 if TYPE_CHECKING:
@@ -572,28 +583,33 @@ async def connections(settings: Settings) -> Section:
 
 
 async def run(settings: Settings, only: Sequence[str]) -> list[Section]:
-    """Every selected section, in order."""
+    """Every selected section, in order; a line with the load average as each one starts."""
     sections: list[Section] = []
     ours_adds: tuple[Stats, Stats] | None = None
-    if "debounce" in only:
-        section, ours_adds = await debounce(settings)
-        sections.append(section)
-    if "worker" in only:
-        sections.append(await continuous(settings))
-    if "latency" in only:
-        sections.append(await alarm_latency(settings))
-    if "runner" in only:
-        sections.append(await runner_overhead(settings))
-    if "dbos" in only:
-        sections.append(peer_dbos(settings, ours_adds))
-    if "postgres" in only:
-        from .postgres import postgres  # noqa: PLC0415 - imports psycopg only when asked
+    for name in SECTIONS:
+        if name not in only:
+            continue
+        # other work on the machine moves the numbers: say how busy it was, per section
+        print(f"- {name}: started at load average {load_average()}", flush=True)
+        if name == "debounce":
+            section, ours_adds = await debounce(settings)
+            sections.append(section)
+        elif name == "worker":
+            sections.append(await continuous(settings))
+        elif name == "latency":
+            sections.append(await alarm_latency(settings))
+        elif name == "runner":
+            sections.append(await runner_overhead(settings))
+        elif name == "dbos":
+            sections.append(peer_dbos(settings, ours_adds))
+        elif name == "postgres":
+            from .postgres import postgres  # noqa: PLC0415 - imports psycopg only when asked
 
-        sections.extend(await postgres(settings))
-    if "busy" in only:
-        sections.append(await busy(settings))
-    if "connections" in only:
-        sections.append(await connections(settings))
+            sections.extend(await postgres(settings))
+        elif name == "busy":
+            sections.append(await busy(settings))
+        else:
+            sections.append(await connections(settings))
     return sections
 
 
