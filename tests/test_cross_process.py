@@ -9,6 +9,7 @@ add returned while the flush was still running" is read off the sink.
 """
 
 import asyncio
+import contextlib
 import os
 import signal
 import sqlite3
@@ -110,9 +111,8 @@ async def eventually(what: str, check: Callable[[], bool], setup: Setup) -> None
         await asyncio.sleep(0.02)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def setup(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncGenerator[Setup]:
-    kind: str = request.param
+@contextlib.asynccontextmanager
+async def _setup(kind: str, tmp_path: Path) -> AsyncGenerator[Setup]:
     schema = f"x_{uuid.uuid4().hex[:16]}"
     if kind == "sqlite":
         db = tmp_path / "jobs.db"
@@ -132,6 +132,21 @@ async def setup(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncGenerato
                 worker.send_signal(signal.SIGKILL)
                 worker.wait(timeout=10)
         await storage.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def setup(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncGenerator[Setup]:
+    """Workers and a client on SQLite, then on PostgreSQL."""
+    kind: str = request.param
+    async with _setup(kind, tmp_path) as made:
+        yield made
+
+
+@pytest.fixture
+async def pg_setup(tmp_path: Path) -> AsyncGenerator[Setup]:
+    """Workers and a client on PostgreSQL (server connections are a PostgreSQL matter)."""
+    async with _setup("postgres", tmp_path) as made:
+        yield made
 
 
 async def test_add_during_a_running_flush_returns_while_the_flush_runs(setup: Setup) -> None:
@@ -232,7 +247,7 @@ def _backends(setup: Setup, name: str) -> int:
 
 
 async def test_killed_backends_for_less_than_the_lease_do_not_give_the_run_away(
-    setup: Setup,
+    pg_setup: Setup,
 ) -> None:
     """
     Every server connection of a worker killed once while its run is in progress: the lease
@@ -241,8 +256,7 @@ async def test_killed_backends_for_less_than_the_lease_do_not_give_the_run_away(
     Before, the run's row lock went with its connection and another worker ran the
     instance again while the first run was still going.
     """
-    if setup.kind != "postgres":
-        pytest.skip("server connections are a PostgreSQL matter")
+    setup = pg_setup
     setup.start_worker(lease="2 seconds", hold=1.5, name="victim")
     setup.start_worker(lease="2 seconds", hold=1.5, name="bystander")
     stamp = setup.client().continuous(xproc_app.STAMP)
@@ -267,15 +281,14 @@ async def test_killed_backends_for_less_than_the_lease_do_not_give_the_run_away(
 
 
 async def test_killed_backends_for_longer_than_the_lease_refuse_the_stale_finish(
-    setup: Setup,
+    pg_setup: Setup,
 ) -> None:
     """
     A worker cut off from the server for longer than the lease loses its run: another worker
     runs the instance, and the cut-off run's result (a sync run cannot be stopped) is
     discarded and reported, never applied.
     """
-    if setup.kind != "postgres":
-        pytest.skip("server connections are a PostgreSQL matter")
+    setup = pg_setup
     victim = setup.start_worker(lease="1 second", hold=4, name="victim")
     stamp = setup.client().continuous(xproc_app.STAMP)
     await stamp.start("s", 0)

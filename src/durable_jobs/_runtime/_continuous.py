@@ -219,6 +219,7 @@ class ContinuousHandler(Generic[I, S, E, R]):
             run,
         )
         outcome = result.outcome
+        run.finish()
         async with services.storage.instance(record.key) as tx:
             current = fenced(tx, claim.token)
             for letter in result.letters:

@@ -440,6 +440,7 @@ class DebounceHandler(Generic[I, S, E, R]):
         done = isinstance(outcome, Succeeded | Terminated) or (
             isinstance(outcome, FailedFinally) and outcome.rescheduled_at is None
         )
+        run.finish()
         async with services.storage.instance(key) as tx:
             current = fenced(tx, claim.token)
             for letter in result.letters:

@@ -56,7 +56,7 @@ def bind(fn: object, thunk: Callable[[], T | Awaitable[T]]) -> Call[T]:
 class RunHandle:
     """One run's lease, as the worker and the lease keeper see it."""
 
-    __slots__ = ("abandoned", "expires", "key", "lost", "task", "threads", "token")
+    __slots__ = ("abandoned", "expires", "finishing", "key", "lost", "task", "threads", "token")
 
     def __init__(self, key: InstanceKey, token: str, expires: float) -> None:
         self.key: InstanceKey = key
@@ -69,6 +69,16 @@ class RunHandle:
         self.task: asyncio.Task[None] | None = None
         self.abandoned: bool = False
         """The run was cancelled while a thread of it was still running (it cannot stop)."""
+        self.finishing: bool = False
+        """
+        Its fenced write has begun: from here its fence decides whether the result counts (a
+        renewal racing the commit that ends the lease must not call the run lost).
+        """
+
+    def finish(self) -> None:
+        """The run's fenced write begins: check the lease, then let the fence decide."""
+        self.check()
+        self.finishing = True
 
     def check(self) -> None:
         """Raise `LeaseLostError` when the lease was lost: nothing of this run may be written."""
@@ -82,7 +92,7 @@ class RunHandle:
 
     def lose(self) -> None:
         """Mark the lease lost; cancel the run if what it runs now can be cancelled."""
-        if self.lost:
+        if self.lost or self.finishing:
             return
         self.lost = True
         if self.threads == 0 and self.task is not None and not self.task.done():

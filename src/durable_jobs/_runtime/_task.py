@@ -325,7 +325,8 @@ class TaskHandler(Generic[I, S, E, R]):
         elif action == "idle" and meta.idle is not None:
             schedule = ScheduleCell(meta.scheduled_at)
             result = await self._run_idle(record, meta.idle, cell, schedule, deps, run, now)
-        await self._finish(claim, meta, action, result, cell, schedule, now)
+        run.finish()
+        await self._finish(claim, meta, action, result, schedule)
 
     async def _execute(
         self,
@@ -436,9 +437,7 @@ class TaskHandler(Generic[I, S, E, R]):
         before: TaskMeta,
         action: _Action,
         result: RunResult | None,
-        cell: StateCell[S | None],
         schedule: ScheduleCell,
-        now: datetime,
     ) -> None:
         """The run's one write: its outcome, then the events that were queued meanwhile."""
         services = self._services

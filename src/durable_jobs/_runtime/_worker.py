@@ -93,7 +93,9 @@ class LeaseKeeper:
             if gap > 0:
                 await asyncio.sleep(gap)
             last = time.monotonic()
-            tokens = list(self._runs)
+            # a run writing its outcome is judged by its fence: renewing it would race the
+            # commit that ends its lease
+            tokens = [token for token, run in self._runs.items() if not run.finishing]
             if not tokens:
                 break
             started = time.monotonic()

@@ -233,6 +233,7 @@ class WorkerPoolHandler(Generic[I, S, E, R]):
                 defects=result.attempts.defects,
                 last_error=result.last_error,
             )
+        run.finish()
         await services.storage.finish_item(
             self._key,
             ItemFinish(
