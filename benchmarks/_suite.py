@@ -386,13 +386,15 @@ def _run_dbos(settings: Settings) -> dict[str, object]:
     if importlib.util.find_spec("dbos") is None:
         return {"error": "dbos is not installed here (`.venv/bin/pip install -e '.[bench]'`)"}
     arguments = (settings.ids, settings.events_per_id, settings.adders, settings.reps)
-    command = [sys.executable, "-m", "benchmarks.dbos_peer", *map(str, arguments)]
-    try:
-        done = subprocess.run(
-            command, capture_output=True, text=True, timeout=DBOS_TIMEOUT, check=False
-        )
-    except subprocess.TimeoutExpired:
-        return {"error": f"the DBOS run did not finish within {DBOS_TIMEOUT} s"}
+    # the folder is ours: a run killed at the timeout cannot remove its own files
+    with tempfile.TemporaryDirectory(prefix="bench-dbos-") as folder:
+        command = [sys.executable, "-m", "benchmarks.dbos_peer", *map(str, arguments), folder]
+        try:
+            done = subprocess.run(
+                command, capture_output=True, text=True, timeout=DBOS_TIMEOUT, check=False
+            )
+        except subprocess.TimeoutExpired:
+            return {"error": f"the DBOS run did not finish within {DBOS_TIMEOUT} s"}
     for line in reversed(done.stdout.splitlines()):
         if line.startswith("RESULT "):
             parsed: dict[str, object] = json.loads(line.removeprefix("RESULT "))
