@@ -124,10 +124,10 @@ class Done:
     An observer counting ended runs; `reached` is set at the target.
 
     A run ends with `job.executed` (its fenced finish committed) or with `job.lease_lost`
-    (its result was discarded). No lease expires in these drains, yet on PostgreSQL a run
-    is now and then reported lost although its finish committed (see the README): it is
-    counted as ended, so the drain does not wait for an event that never comes, and
-    `lost` says how often it happened.
+    (its result was discarded). No lease expires in these drains; before 77a89ed a run on
+    PostgreSQL was now and then reported lost although its finish had committed (see the
+    README). A lost run is counted as ended, so a drain never waits for an event that
+    will not come, and `lost` says how often it happened.
     """
 
     def __init__(self, target: int) -> None:
