@@ -139,9 +139,11 @@ def test_bad_module_path_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 APP = """
+import logging
 from durable_jobs import Continuous, ContinuousContext, Engine, Ok, SqliteStorage, every
 
 def tick(ctx: ContinuousContext[int]):
+    logging.getLogger("tick_app").info("tick %d", ctx.state)
     ctx.set_state(ctx.state + 1)
     return Ok(None)
 
@@ -155,7 +157,10 @@ def test_worker_runs_alarms_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None
     (tmp_path / "tick_app.py").write_text(textwrap.dedent(APP.format(db=str(db))))
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     worker = subprocess.Popen(
-        [sys.executable, "-m", "durable_jobs", "worker", "tick_app:engine"],
+        [
+            *(sys.executable, "-m", "durable_jobs", "worker", "tick_app:engine"),
+            *("--log-format", "json", "--log-level", "debug"),
+        ],
         cwd=tmp_path,
         env=env,
         stderr=subprocess.PIPE,
@@ -187,8 +192,21 @@ def test_worker_runs_alarms_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None
         sys.path.remove(str(tmp_path))
         sys.modules.pop("tick_app", None)
     assert worker.returncode == 0, err
-    assert "serving ticker" in err
-    assert "stopping after in-flight work" in err
+    lines = [json.loads(line) for line in err.splitlines()]
+    messages = [line["message"] for line in lines]
+    assert "serving ticker" in messages
+    assert "stopping after in-flight work" in messages
+    assert all(line["worker"] and line["pid"] == worker.pid and line["time"] for line in lines)
+    # a line the user's code logs during a run names that run
+    (first_tick,) = [line for line in lines if line["message"] == "tick 0"]
+    assert first_tick["level"] == "INFO"
+    assert (first_tick["job"], first_tick["instance"], first_tick["attempt"]) == ("ticker", "t", 1)
+    # so does the engine's line for each event, with the event's timing
+    executed = [line for line in lines if line.get("event", {}).get("type") == "job.executed"]
+    assert executed
+    assert executed[0]["event"]["duration"] >= 0
+    assert executed[0]["event"]["worker_id"] == first_tick["worker"]
+    assert executed[0]["event"]["run_count"] == 1
 
 
 def test_an_old_database_is_refused_until_migrated(
@@ -212,7 +230,7 @@ def test_a_worker_stops_on_a_database_it_must_not_run_against(tmp_path: Path) ->
     shutil.copyfile(V1_SQLITE, db)
     (tmp_path / "tick_app.py").write_text(textwrap.dedent(APP.format(db=str(db))))
     worker = subprocess.run(
-        [sys.executable, "-m", "durable_jobs", "worker", "tick_app:engine"],
+        [sys.executable, "-m", "durable_jobs", "worker", "tick_app:engine", "--log-format", "text"],
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(tmp_path)},
         capture_output=True,
@@ -222,3 +240,11 @@ def test_a_worker_stops_on_a_database_it_must_not_run_against(tmp_path: Path) ->
     )
     assert worker.returncode == 4, worker.stderr
     assert "durable-jobs migrate" in worker.stderr
+    # text log lines: time, level, then the worker's fields, key=value
+    (serving,) = [line for line in worker.stderr.splitlines() if line.endswith("serving ticker")]
+    time_, level, worker_, pid, job, instance, attempt, *_ = serving.split(" ")
+    assert time_.endswith("Z")
+    assert level == "INFO"
+    assert worker_.startswith("worker=")
+    assert pid == f"pid={worker_.split(':')[1]}"
+    assert (job, instance, attempt) == ("job=-", "instance=-", "attempt=-")

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import importlib
 import json
+import logging
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -26,11 +27,14 @@ from ._errors import (
     InstanceNotFoundError,
     StorageError,
 )
+from ._logging import LogFormat, configure_logging
 from ._runtime import _admin
 from ._runtime._engine import Engine
 from ._storage._interface import DeadLetter, InstanceRecord, Storage
 from ._storage._sqlite import DEFAULT_DATABASE, SqliteStorage
 
+
+_log = logging.getLogger("durable_jobs.worker")
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -86,6 +90,19 @@ def _parser() -> argparse.ArgumentParser:
         "worker", help="run the alarm loop of an engine until SIGTERM or SIGINT"
     )
     worker.add_argument("app", metavar="MODULE:ENGINE", help="where the Engine lives")
+    worker.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+        help="the lowest level logged (default: INFO; DEBUG adds every event)",
+    )
+    worker.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="text: one key=value line per record; json: one JSON object per line",
+    )
     worker.set_defaults(run=_worker)
 
     status = commands.add_parser("status", help="instances per job and status, as a table")
@@ -143,6 +160,8 @@ def _storage_options(parser: argparse.ArgumentParser) -> None:
 
 def _worker(args: argparse.Namespace) -> int:
     engine = _load_engine(args.app)
+    log_format: LogFormat = "json" if args.log_format == "json" else "text"
+    configure_logging(level=args.log_level, format=log_format, worker_id=engine.worker_id)
     return asyncio.run(_serve(engine))
 
 
@@ -161,7 +180,7 @@ async def _serve(engine: Engine[object]) -> int:
     for number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(number, on_signal)
     names = ", ".join(engine.job_names) or "no jobs"
-    print(f"durable-jobs worker: serving {names}", file=sys.stderr, flush=True)
+    _log.info("serving %s", names)
     try:
         async with engine:
             serving = engine.serving
@@ -178,7 +197,7 @@ async def _serve(engine: Engine[object]) -> int:
                 stopped = serving.exception()
             if stopped is not None:
                 raise stopped  # the worker stopped on its own (a schema it must not run on)
-            print("durable-jobs worker: stopping after in-flight work", file=sys.stderr, flush=True)
+            _log.info("stopping after in-flight work")
     finally:
         await engine.storage.close()
     return EXIT_OK

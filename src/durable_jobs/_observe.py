@@ -3,16 +3,25 @@ Observability: every outcome emits a `JobEvent`.
 
 Events go to the observers given to `Engine(observers=[...])` and to the stdlib logger
 `durable_jobs` (failures at WARNING, dead letters at ERROR, the rest at DEBUG/INFO).
+
+An event emitted while a worker runs something carries that run's timing and worker: the
+worker marks each run's task with a `RunInfo` (a context variable, so the run's sync
+callbacks in the thread pool see it too), and the sink fills `duration`, `queue_latency`,
+`run_count` and `worker_id` from it.
 """
 
+import itertools
 import logging
+import os
+import socket
 from collections.abc import Sequence
-from datetime import datetime
+from contextvars import ContextVar
+from datetime import datetime, timedelta
 from typing import Literal, Protocol, TypeAlias
 
 import attrs
 
-from ._storage._interface import JobKind
+from ._storage._interface import Claim, ItemClaim, JobKind
 
 
 EventType: TypeAlias = Literal[
@@ -62,6 +71,25 @@ class JobEvent:
     batch_id: str | None = None
     """The Debounce batch an event is about (`debounce.started`, `debounce.flushed`, ...)."""
     defect: bool = False
+    duration: timedelta | None = None
+    """
+    For an event of a run: how long the run had taken when it emitted the event (engine
+    clock), so a `job.executed` or `job.failed` event gives the execution's duration.
+    None for an event of a client call.
+    """
+    queue_latency: timedelta | None = None
+    """
+    For an event of a run: how late the run started after its work fell due (its alarm, or
+    when its pool event became available); zero when a worker was waiting for it.
+    """
+    run_count: int | None = None
+    """
+    For an event of a run: how many times this piece of work (a batch, a pool event, a run
+    of an instance) has been run, this run included: 1, then 2 on the first retry, ... .
+    Failed attempts and defect retries both count.
+    """
+    worker_id: str | None = None
+    """For an event of a run: the id of the worker that ran it (`Engine.worker_id`)."""
 
 
 class Observer(Protocol):
@@ -82,16 +110,74 @@ _LEVELS: dict[EventType, int] = {
 }
 
 
+@attrs.frozen(kw_only=True)
+class RunInfo:
+    """The run a worker's task is running now (engine-internal; see the module docstring)."""
+
+    worker_id: str
+    kind: JobKind
+    job: str
+    id: str
+    attempt: int
+    run_count: int
+    started_at: datetime
+    due_at: datetime | None
+
+
+_CURRENT_RUN: ContextVar[RunInfo | None] = ContextVar("durable_jobs_run", default=None)
+
+_ENGINES = itertools.count(1)
+
+
+def new_worker_id() -> str:
+    """`host:pid` for the first engine of a process, `host:pid:n` for the n-th after it."""
+    base = f"{socket.gethostname()}:{os.getpid()}"
+    n = next(_ENGINES)
+    return base if n == 1 else f"{base}:{n}"
+
+
+def current_run() -> RunInfo | None:
+    """The run the calling task (or a thread running one of its callbacks) belongs to."""
+    return _CURRENT_RUN.get()
+
+
 class EventSink:
     """Fans events out to observers and the logger (engine-internal)."""
 
-    __slots__ = ("_observers",)
+    __slots__ = ("_observers", "worker_id")
 
-    def __init__(self, observers: Sequence[Observer]) -> None:
+    def __init__(self, observers: Sequence[Observer], worker_id: str = "") -> None:
         self._observers = tuple(observers)
+        self.worker_id = worker_id or new_worker_id()
+        """The id events of this engine's runs carry, and its log lines."""
+
+    def enter_run(self, work: Claim | ItemClaim, started_at: datetime) -> None:
+        """Mark the calling task as running `work`, claimed and started at `started_at`."""
+        if isinstance(work, Claim):
+            key, record = work.key, work.record
+            attempt, defects, due_at = record.attempt, record.defects, record.alarm_at
+        else:
+            key, item = work.pool, work.item
+            attempt, defects = item.attempt, item.defects
+            due_at = item.available_at or item.enqueued_at
+        _CURRENT_RUN.set(
+            RunInfo(
+                worker_id=self.worker_id,
+                kind=key.kind,
+                job=key.job,
+                id=key.id,
+                attempt=attempt,
+                run_count=attempt + defects,
+                started_at=started_at,
+                due_at=due_at,
+            )
+        )
 
     def emit(self, event: JobEvent) -> None:
         """Deliver `event` everywhere; an observer that raises is logged, never propagated."""
+        run = _CURRENT_RUN.get()
+        if run is not None:
+            event = _of_run(event, run)
         level = _LEVELS.get(event.type, logging.DEBUG)
         if logger.isEnabledFor(level):
             logger.log(level, "%s", _describe(event), extra={"job_event": event})
@@ -100,6 +186,20 @@ class EventSink:
                 observer(event)
             except Exception:
                 logger.exception("observer %r failed on %s", observer, event.type)
+
+
+def _of_run(event: JobEvent, run: RunInfo) -> JobEvent:
+    """`event` with the timing and worker of the run that emitted it."""
+    latency = None
+    if run.due_at is not None:
+        latency = max(run.started_at - run.due_at, timedelta(0))
+    return attrs.evolve(
+        event,
+        duration=max(event.at - run.started_at, timedelta(0)),
+        queue_latency=latency,
+        run_count=run.run_count,
+        worker_id=run.worker_id,
+    )
 
 
 def _describe(event: JobEvent) -> str:
@@ -114,6 +214,8 @@ def _describe(event: JobEvent) -> str:
         parts.append(f"retry_at={event.retry_at.isoformat()}")
     if event.event_count is not None:
         parts.append(f"events={event.event_count}")
+    if event.duration is not None:
+        parts.append(f"duration={event.duration.total_seconds():.3f}s")
     if event.error is not None:
         parts.append(f"error={event.error}")
     return " ".join(parts)

@@ -149,6 +149,14 @@ class Engine(Generic[R]):
         self._clock.attach(self.run_due)
 
     @property
+    def worker_id(self) -> str:
+        """
+        The id of this engine's worker (`host:pid`, then `host:pid:2`, ... for more engines
+        in one process): in the `worker_id` of its runs' events and in its log lines.
+        """
+        return self._services.events.worker_id
+
+    @property
     def clock(self) -> Clock:
         """The engine's clock."""
         return self._clock

@@ -261,6 +261,8 @@ class Worker:
             await asyncio.gather(*running, return_exceptions=True)
 
     async def _run(self, work: Claim | ItemClaim, run: RunHandle) -> None:
+        # events and log lines of this task (and of its callbacks' threads) name this run
+        self._services.events.enter_run(work, self._services.clock.now())
         keeper = self._keeper
         keeper.hold(run)
         try:
