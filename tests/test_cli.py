@@ -18,11 +18,14 @@ from durable_jobs import (
     DebounceExecuteContext,
     Engine,
     Err,
+    Ok,
     Result,
     SqliteStorage,
     Task,
     TaskEventContext,
     TaskExecuteContext,
+    WorkerPool,
+    WorkerPoolContext,
 )
 from durable_jobs._cli import main
 from durable_jobs.testing import TestClock
@@ -53,19 +56,27 @@ def never(ctx: TaskExecuteContext[str]) -> Result[None, Rejected]:
 ORDERS = Task(name="orders", event=str, state=str, on_event=on_event, execute=never)
 
 
-def prepare(db: Path) -> str:
-    """A database with one dead letter (feed/a) and one task instance (orders/o1)."""
+def upload(ctx: WorkerPoolContext[str]) -> Ok[None]:
+    return Ok(None)
+
+
+UPLOADS = WorkerPool(name="uploads", event=str, concurrency=2, execute=upload)
+
+
+def prepare(db: Path, feeds: tuple[str, ...] = ("a",)) -> str:
+    """A database with a dead letter per feed (feed/a) and one task instance (orders/o1)."""
 
     async def go() -> str:
         clock = TestClock()
         storage = SqliteStorage(db)
         engine = Engine(jobs=[FEED, ORDERS], storage=storage, clock=clock)
-        await engine.client.debounce(FEED).add("a", "x")
+        for feed in feeds:
+            await engine.client.debounce(FEED).add(feed, "x")
         await engine.client.task(ORDERS).send("o1", "placed")
         await clock.advance(2)
-        (letter,) = await engine.dead_letters()
+        letters = await engine.dead_letters()
         await storage.close()
-        return letter.id
+        return letters[0].id
 
     return asyncio.run(go())
 
@@ -78,8 +89,58 @@ def test_status_counts_instances_per_job(
     assert main(["status", "--db", str(db)]) == 0
     out = capsys.readouterr().out
     lines = [line.split() for line in out.splitlines() if line.strip()]
-    assert ["orders", "task", "active", "1"] in lines
-    assert "1 instances, 1 dead letters" in out
+    assert lines[0] == [
+        *("JOB", "KIND", "INSTANCES", "RUNNING", "RETRYING", "FAILED", "PAUSED"),
+        *("BACKLOG", "LAG", "NEXT", "ALARM"),
+    ]
+    assert ["orders", "task", "1", "0", "0", "0", "0", "0", "-", "-"] in lines
+    assert "1 instance, 1 dead letter" in out
+
+
+def test_status_shows_backlog_and_lag_per_job_as_a_table_or_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "jobs.db"
+
+    async def go() -> None:
+        clock = TestClock()  # 2026-01-01: the command's clock (the host's) is later
+        storage = SqliteStorage(db)
+        engine = Engine(jobs=[FEED, UPLOADS], storage=storage, clock=clock)
+        await engine.client.debounce(FEED).add("a", "x")
+        await engine.client.debounce(FEED).add("b", "y")
+        await engine.client.worker_pool(UPLOADS).enqueue_many(["1.png", "2.png", "3.png"])
+        await storage.close()
+
+    asyncio.run(go())
+    assert main(["status", "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:] if line.strip()}
+    feed, uploads = rows["feed"], rows["uploads"]
+    assert feed[1:8] == ["debounce", "2", "0", "0", "0", "0", "2"]
+    assert feed[8] != "-"  # both batches have been due for months: that is the lag
+    assert uploads[1:8] == ["worker_pool", "-", "0", "0", "0", "0", "3"]
+    assert "2 instances, 0 dead letters" in out
+
+    assert main(["status", "--db", str(db), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["instances"], shown["dead_letters"]) == (2, 0)
+    jobs = {job["job"]: job for job in shown["jobs"]}
+    assert jobs["feed"]["backlog"] == 2
+    assert jobs["feed"]["lag_seconds"] > 0
+    assert jobs["feed"]["oldest_due_at"] == "2026-01-01T00:00:01+00:00"
+    assert jobs["uploads"]["pool"] == {"queued": 3, "running": 0, "retrying": 0}
+    assert jobs["uploads"]["lag_seconds"] is None
+
+
+def test_version() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "durable_jobs", "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert done.stdout.startswith("durable-jobs 0.")
 
 
 def test_inspect_prints_the_state_as_json(
@@ -108,6 +169,10 @@ def test_dead_letters_list_show_resume_discard(
     out = capsys.readouterr().out
     assert letter_id in out
     assert "Rejected: no to x" in out
+    assert "\n1 dead letter\n" in out
+    assert main(["dead-letters", "list", "--db", str(db), "--json"]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)["dead_letters"]
+    assert (listed["id"], listed["job"], listed["reason"]) == (letter_id, "feed", "no_retry")
     assert main(["dead-letters", "show", "--db", str(db), letter_id]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert (shown["job"], shown["instance"], shown["state"]) == ("feed", "a", "x")
@@ -119,6 +184,31 @@ def test_dead_letters_list_show_resume_discard(
     shown = json.loads(capsys.readouterr().out)
     assert shown["state"] is None
     assert [batch["event_count"] for batch in shown["meta"]["queued"]] == [1]
+
+
+def test_dead_letters_resume_or_discard_every_letter_of_a_job(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "jobs.db"
+    prepare(db, feeds=("a", "b", "c"))
+    assert main(["dead-letters", "resume", "--db", str(db), "--job", "feed"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("requeued: debounce feed") == 3
+    assert "resumed 3 dead letters of feed" in out
+    assert main(["dead-letters", "discard", "--db", str(db), "--job", "feed"]) == 0
+    assert "discarded 0 dead letters of feed" in capsys.readouterr().out
+
+    other = tmp_path / "other.db"
+    prepare(other, feeds=("a", "b"))
+    assert main(["dead-letters", "discard", "--db", str(other), "--job", "feed"]) == 0
+    assert "discarded 2 dead letters of feed" in capsys.readouterr().out
+    assert main(["dead-letters", "list", "--db", str(other), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"dead_letters": []}
+    # one letter or a job, never both, never neither
+    with pytest.raises(SystemExit):
+        main(["dead-letters", "discard", "--db", str(other)])
+    with pytest.raises(SystemExit):
+        main(["dead-letters", "discard", "--db", str(other), "x", "--job", "feed"])
 
 
 def test_unreadable_database_exits_4(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

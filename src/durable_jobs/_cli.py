@@ -10,14 +10,17 @@ import argparse
 import asyncio
 import contextlib
 import importlib
+import importlib.metadata
 import json
 import logging
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Protocol, TextIO, TypeGuard, runtime_checkable
+
+import attrs
 
 from . import demo as demo_module
 from ._clock import Clock, SystemClock
@@ -30,7 +33,14 @@ from ._errors import (
 from ._logging import LogFormat, configure_logging
 from ._runtime import _admin
 from ._runtime._engine import Engine
-from ._storage._interface import DeadLetter, InstanceRecord, Storage
+from ._storage._interface import (
+    DeadLetter,
+    InstanceRecord,
+    InstanceStatus,
+    JobKind,
+    PoolCounts,
+    Storage,
+)
 from ._storage._sqlite import DEFAULT_DATABASE, SqliteStorage
 
 
@@ -84,6 +94,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="durable-jobs", description="Durable background jobs: worker and operator tools."
     )
+    parser.add_argument(
+        "--version", action="version", version=f"durable-jobs {_version()}", help="print it"
+    )
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     worker = commands.add_parser(
@@ -105,12 +118,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker.set_defaults(run=_worker)
 
-    status = commands.add_parser("status", help="instances per job and status, as a table")
+    status = commands.add_parser(
+        "status", help="per job: instances, running, retrying, failed, backlog, lag, next alarm"
+    )
     _storage_options(status)
+    _json_option(status)
     status.set_defaults(run=_status)
 
     inspect = commands.add_parser("inspect", help="one instance: state, alarm, attempts, error")
     _storage_options(inspect)
+    _json_option(inspect)
     inspect.add_argument("job")
     inspect.add_argument("id")
     inspect.set_defaults(run=_inspect)
@@ -119,16 +136,23 @@ def _parser() -> argparse.ArgumentParser:
     actions = letters.add_subparsers(required=True, metavar="ACTION")
     listing = actions.add_parser("list", help="every dead letter, oldest first")
     _storage_options(listing)
+    _json_option(listing)
     listing.add_argument("--job", help="only this job's letters")
     listing.set_defaults(run=_letters_list)
+    show = actions.add_parser("show", help="one letter as JSON")
+    _storage_options(show)
+    _json_option(show)
+    show.add_argument("letter_id", metavar="LETTER_ID")
+    show.set_defaults(run=_letters_show)
     for name, run, text in (
-        ("show", _letters_show, "one letter as JSON"),
-        ("resume", _letters_resume, "run the letter's work again (due now), delete the letter"),
-        ("discard", _letters_discard, "delete the letter"),
+        ("resume", _letters_resume, "run letters' work again (due now), delete the letters"),
+        ("discard", _letters_discard, "delete letters"),
     ):
         action = actions.add_parser(name, help=text)
         _storage_options(action)
-        action.add_argument("letter_id", metavar="LETTER_ID")
+        which = action.add_mutually_exclusive_group(required=True)
+        which.add_argument("letter_id", metavar="LETTER_ID", nargs="?", help="one letter")
+        which.add_argument("--job", help="every letter of this job")
         action.set_defaults(run=run)
 
     migrate = commands.add_parser(
@@ -153,6 +177,10 @@ def _storage_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--schema", default="durable_jobs", help="the PostgreSQL schema (with --dsn)"
     )
+
+
+def _json_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
 # -- commands -------------------------------------------------------------------------------
@@ -204,20 +232,148 @@ async def _serve(engine: Engine[object]) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    as_json: bool = args.json
+
     async def run(storage: Storage, clock: Clock) -> int:
-        del clock
+        now = clock.now()
         records = await storage.list_instances()
         letters = await storage.dead_letters()
-        rows: dict[tuple[str, str, str], int] = {}
-        for record in records:
-            row = (record.key.job, record.key.kind.value, record.status.value)
-            rows[row] = rows.get(row, 0) + 1
-        table = [[job, kind, status, str(count)] for (job, kind, status), count in rows.items()]
-        _table(sys.stdout, ["JOB", "KIND", "STATUS", "INSTANCES"], sorted(table))
-        print(f"\n{len(records)} instances, {len(letters)} dead letters")
+        rows = await _status_rows(storage, records, now)
+        instances = sum(row.instances for row in rows)  # a pool's record is not one
+        if as_json:
+            _print_json(
+                {
+                    "at": _time(now),
+                    "jobs": [row.as_json(now) for row in rows],
+                    "instances": instances,
+                    "dead_letters": len(letters),
+                }
+            )
+            return EXIT_OK
+        header = ["JOB", "KIND", "INSTANCES", "RUNNING", "RETRYING", "FAILED", "PAUSED"]
+        header += ["BACKLOG", "LAG", "NEXT ALARM"]
+        _table(sys.stdout, header, [row.cells(now) for row in rows])
+        print(f"\n{_count(instances, 'instance')}, {_count(len(letters), 'dead letter')}")
         return EXIT_OK
 
     return _with_storage(args, run)
+
+
+@attrs.define
+class _JobRow:
+    """One line of `status`: a job's instances (or its pool's events) at a glance."""
+
+    job: str
+    kind: JobKind
+    instances: int = 0
+    running: int = 0
+    retrying: int = 0
+    failed: int = 0
+    paused: int = 0
+    backlog: int = 0
+    """Work due now that no worker has started: due instances, or a pool's queued events."""
+    oldest_due: datetime | None = None
+    next_alarm: datetime | None = None
+    pool: PoolCounts | None = None
+
+    def add(self, record: InstanceRecord, now: datetime) -> None:
+        if self.kind is JobKind.WORKER_POOL:  # its events are counted from `pool`
+            self.paused += record.status is InstanceStatus.PAUSED
+            return
+        self.instances += 1
+        if record.status is InstanceStatus.FAILED:
+            self.failed += 1
+            return
+        if record.status is InstanceStatus.PAUSED:
+            self.paused += 1
+        if record.lease is not None:
+            self.running += 1
+        elif record.attempt > 1 or record.defects > 0:
+            self.retrying += 1
+        alarm = record.alarm_at
+        if record.lease is not None or alarm is None:
+            return
+        if alarm <= now:
+            self.backlog += 1
+            self.oldest_due = alarm if self.oldest_due is None else min(self.oldest_due, alarm)
+        else:
+            self.next_alarm = alarm if self.next_alarm is None else min(self.next_alarm, alarm)
+
+    def lag(self, now: datetime) -> timedelta | None:
+        """How long the oldest due instance has waited for a worker (None: nothing is due)."""
+        return None if self.oldest_due is None else now - self.oldest_due
+
+    def cells(self, now: datetime) -> list[str]:
+        counts = [self.instances, self.running, self.retrying, self.failed, self.paused]
+        lag = self.lag(now)
+        cells = [str(count) for count in counts]
+        if self.pool is not None:
+            cells[0] = "-"  # a pool has events, not instances
+        return [
+            self.job,
+            self.kind.value,
+            *cells,
+            str(self.backlog),
+            "-" if lag is None else _duration(lag),
+            "-" if self.next_alarm is None else self.next_alarm.isoformat(timespec="seconds"),
+        ]
+
+    def as_json(self, now: datetime) -> dict[str, object]:
+        lag = self.lag(now)
+        return {
+            "job": self.job,
+            "kind": self.kind.value,
+            "instances": self.instances,
+            "running": self.running,
+            "retrying": self.retrying,
+            "failed": self.failed,
+            "paused": self.paused,
+            "backlog": self.backlog,
+            "lag_seconds": None if lag is None else lag.total_seconds(),
+            "oldest_due_at": _time(self.oldest_due),
+            "next_alarm_at": _time(self.next_alarm),
+            "pool": None
+            if self.pool is None
+            else {
+                "queued": self.pool.queued,
+                "running": self.pool.running,
+                "retrying": self.pool.retrying,
+            },
+        }
+
+
+async def _status_rows(
+    storage: Storage, records: Sequence[InstanceRecord], now: datetime
+) -> list[_JobRow]:
+    rows: dict[tuple[str, JobKind], _JobRow] = {}
+    for record in records:
+        key = record.key
+        row = rows.get((key.job, key.kind))
+        if row is None:
+            row = rows[key.job, key.kind] = _JobRow(key.job, key.kind)
+        row.add(record, now)
+        if key.kind is JobKind.WORKER_POOL:
+            counts = await storage.pool_counts(key)
+            row.pool = counts
+            row.running += counts.running
+            row.retrying += counts.retrying
+            row.backlog += counts.queued
+    return [rows[name] for name in sorted(rows, key=lambda k: (k[0], k[1].value))]
+
+
+def _duration(span: timedelta) -> str:
+    seconds = max(int(span.total_seconds()), 0)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds // 60 % 60:02d}m"
+    return f"{seconds // 86400}d{seconds // 3600 % 24:02d}h"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -234,10 +390,14 @@ def _inspect(args: argparse.Namespace) -> int:
 
 def _letters_list(args: argparse.Namespace) -> int:
     job: str | None = args.job
+    as_json: bool = args.json
 
     async def run(storage: Storage, clock: Clock) -> int:
         del clock
         letters = await storage.dead_letters(job)
+        if as_json:
+            _print_json({"dead_letters": [_letter_json(letter) for letter in letters]})
+            return EXIT_OK
         table = [
             [
                 letter.id,
@@ -251,7 +411,7 @@ def _letters_list(args: argparse.Namespace) -> int:
             for letter in letters
         ]
         _table(sys.stdout, ["ID", "JOB", "INSTANCE", "REASON", "ATTEMPTS", "AT", "ERROR"], table)
-        print(f"\n{len(letters)} dead letters")
+        print(f"\n{_count(len(letters), 'dead letter')}")
         return EXIT_OK
 
     return _with_storage(args, run)
@@ -268,25 +428,59 @@ def _letters_show(args: argparse.Namespace) -> int:
     return _with_storage(args, run)
 
 
+async def _chosen_letters(storage: Storage, letter_id: str | None, job: str | None) -> list[str]:
+    """The ids `LETTER_ID` or `--job JOB` name (a job without letters names none)."""
+    if letter_id is not None:
+        return [letter_id]
+    return [letter.id for letter in await storage.dead_letters(job)]
+
+
 def _letters_resume(args: argparse.Namespace) -> int:
-    letter_id: str = args.letter_id
+    letter_id: str | None = args.letter_id
+    job: str | None = args.job
 
     async def run(storage: Storage, clock: Clock) -> int:
-        result = await _admin.resume(storage, clock, letter_id)
-        key = result.key
-        print(f"{result.action}: {key.kind.value} {key.job} {key.id}, due now; letter deleted")
-        return EXIT_OK
+        chosen = await _chosen_letters(storage, letter_id, job)
+        refused = 0
+        for one in chosen:
+            try:
+                result = await _admin.resume(storage, clock, one)
+            except ConflictError as exc:
+                if letter_id is not None:
+                    raise
+                refused += 1  # one refusal does not stop the others: it is reported
+                _fail(f"durable-jobs: {one}: {exc}")
+                continue
+            key = result.key
+            print(f"{result.action}: {key.kind.value} {key.job} {key.id}, due now; letter deleted")
+        if job is not None:
+            resumed = len(chosen) - refused
+            print(f"resumed {_count(resumed, 'dead letter')} of {job}", end="")
+            print(f", {refused} refused (conflict)" if refused else "")
+        return EXIT_CONFLICT if refused else EXIT_OK
 
     return _with_storage(args, run)
 
 
 def _letters_discard(args: argparse.Namespace) -> int:
-    letter_id: str = args.letter_id
+    letter_id: str | None = args.letter_id
+    job: str | None = args.job
 
     async def run(storage: Storage, clock: Clock) -> int:
         del clock
-        await _admin.discard(storage, letter_id)
-        print(f"discarded {letter_id}")
+        chosen = await _chosen_letters(storage, letter_id, job)
+        discarded = 0
+        for one in chosen:
+            try:
+                await _admin.discard(storage, one)
+            except DeadLetterNotFoundError:
+                if letter_id is not None:
+                    raise
+                continue  # resumed or discarded by someone else meanwhile
+            discarded += 1
+            print(f"discarded {one}")
+        if job is not None:
+            print(f"discarded {_count(discarded, 'dead letter')} of {job}")
         return EXIT_OK
 
     return _with_storage(args, run)
@@ -440,6 +634,13 @@ def _table(out: TextIO, header: Sequence[str], rows: Sequence[Sequence[str]]) ->
     for row in (header, *rows):
         out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
         out.write("\n")
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("durable-jobs")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - run from a checkout
+        return "unknown"
 
 
 def _fail(message: str) -> None:
