@@ -5,13 +5,19 @@ BIN := $(VENV)/bin
 
 .PHONY: demo check lint typecheck typing-suite test clean
 
-$(BIN)/.installed: pyproject.toml
+# The package alone (its four runtime dependencies): all `make demo` needs.
+$(BIN)/.base-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+# Everything `make check` runs: checkers, pytest and its plugins, psycopg, a PostgreSQL.
+$(BIN)/.installed: $(BIN)/.base-installed
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
-demo: $(BIN)/.installed
+demo: $(BIN)/.base-installed
 	$(BIN)/durable-jobs demo
 
 lint: $(BIN)/.installed
