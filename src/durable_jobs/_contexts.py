@@ -60,7 +60,7 @@ class StateCell(Generic[S]):
     The state as user code sees and changes it during one execution (engine-internal).
 
     Type parameters:
-        S: the type of the value held (a job's `S`, or `S | None` where SPEC says so).
+        S: the type of the value held (a job's `S`, or `S | None` where its kind says so).
     """
 
     __slots__ = ("changed", "value")
