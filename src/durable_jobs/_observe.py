@@ -148,7 +148,7 @@ class EventSink:
 
     def __init__(self, observers: Sequence[Observer], worker_id: str = "") -> None:
         self._observers = tuple(observers)
-        self.worker_id = worker_id or new_worker_id()
+        self.worker_id: str = worker_id or new_worker_id()
         """The id events of this engine's runs carry, and its log lines."""
 
     def enter_run(self, work: Claim | ItemClaim, started_at: datetime) -> None:
