@@ -134,6 +134,30 @@ def test_status_shows_backlog_and_lag_per_job_as_a_table_or_json(
     assert jobs["uploads"]["oldest_due_at"] == "2026-01-01T00:00:00+00:00"
 
 
+def test_status_watch_prints_a_snapshot_per_interval_until_interrupted(tmp_path: Path) -> None:
+    db = tmp_path / "jobs.db"
+    prepare(db)
+    command = [sys.executable, "-m", "durable_jobs", "status", "--db", str(db)]
+    watching = subprocess.Popen(
+        [*command, "--watch", "0.05", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert watching.stdout is not None
+        snapshots = [json.loads(watching.stdout.readline()) for _ in range(2)]
+    finally:
+        watching.send_signal(signal.SIGINT)
+        _, err = watching.communicate(timeout=30)
+    assert watching.returncode == 0, err
+    assert [snapshot["instances"] for snapshot in snapshots] == [1, 1]
+    assert snapshots[0]["at"] <= snapshots[1]["at"]
+    with pytest.raises(SystemExit) as bad:
+        main(["status", "--db", str(db), "--watch", "0"])
+    assert bad.value.code == 2
+
+
 def test_version() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "durable_jobs", "--version"],

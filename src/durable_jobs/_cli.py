@@ -123,6 +123,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     _storage_options(status)
     _json_option(status)
+    status.add_argument(
+        "--watch",
+        metavar="SECONDS",
+        type=_positive_seconds,
+        help="print it again every SECONDS until Ctrl-C (with --json: one object per line)",
+    )
     status.set_defaults(run=_status)
 
     inspect = commands.add_parser("inspect", help="one instance: state, alarm, attempts, error")
@@ -179,6 +185,17 @@ def _storage_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        msg = f"expected a number of seconds above zero, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return seconds
+
+
 def _json_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -233,30 +250,48 @@ async def _serve(engine: Engine[object]) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     as_json: bool = args.json
+    watch: float | None = args.watch
 
-    async def run(storage: Storage, clock: Clock) -> int:
+    async def show(storage: Storage, clock: Clock) -> None:
         now = clock.now()
         records = await storage.list_instances()
         letters = await storage.dead_letters()
         rows = await _status_rows(storage, records, now)
         instances = sum(row.instances for row in rows)  # a pool's record is not one
         if as_json:
-            _print_json(
-                {
-                    "at": _time(now),
-                    "jobs": [row.as_json(now) for row in rows],
-                    "instances": instances,
-                    "dead_letters": len(letters),
-                }
-            )
-            return EXIT_OK
+            shown: dict[str, object] = {
+                "at": _time(now),
+                "jobs": [row.as_json(now) for row in rows],
+                "instances": instances,
+                "dead_letters": len(letters),
+            }
+            if watch is None:
+                _print_json(shown)
+            else:  # JSON Lines: one snapshot a line
+                print(json.dumps(shown, ensure_ascii=False), flush=True)
+            return
+        if watch is not None:
+            clear = "\x1b[H\x1b[2J" if sys.stdout.isatty() else ""
+            print(f"{clear}status at {now.isoformat(timespec='seconds')}\n")
         header = ["JOB", "KIND", "INSTANCES", "RUNNING", "RETRYING", "FAILED", "PAUSED"]
         header += ["BACKLOG", "LAG", "NEXT ALARM"]
         _table(sys.stdout, header, [row.cells(now) for row in rows])
         print(f"\n{_count(instances, 'instance')}, {_count(len(letters), 'dead letter')}")
+        sys.stdout.flush()
+
+    async def run(storage: Storage, clock: Clock) -> int:
+        await show(storage, clock)
+        while watch is not None:
+            await asyncio.sleep(watch)
+            await show(storage, clock)
         return EXIT_OK
 
-    return _with_storage(args, run)
+    if watch is None:
+        return _with_storage(args, run)
+    try:
+        return _with_storage(args, run)
+    except KeyboardInterrupt:  # how watching ends
+        return EXIT_OK
 
 
 @attrs.define
