@@ -7,6 +7,7 @@ from types import ModuleType
 import pytest
 
 import durable_jobs
+import durable_jobs.otel
 import durable_jobs.postgres
 import durable_jobs.pytest_plugin
 import durable_jobs.testing
@@ -18,6 +19,7 @@ MODULES: tuple[ModuleType, ...] = (
     durable_jobs.testing,
     durable_jobs.postgres,
     durable_jobs.pytest_plugin,
+    durable_jobs.otel,
 )
 
 
