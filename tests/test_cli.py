@@ -119,7 +119,6 @@ def test_status_shows_backlog_and_lag_per_job_as_a_table_or_json(
     assert feed[1:8] == ["debounce", "2", "0", "0", "0", "0", "2"]
     assert feed[8] != "-"  # both batches have been due for months: that is the lag
     assert uploads[1:8] == ["worker_pool", "-", "0", "0", "0", "0", "3"]
-    assert uploads[8] != "-"
     assert "2 instances, 0 dead letters" in out
 
     assert main(["status", "--db", str(db), "--json"]) == 0
@@ -130,8 +129,7 @@ def test_status_shows_backlog_and_lag_per_job_as_a_table_or_json(
     assert jobs["feed"]["lag_seconds"] > 0
     assert jobs["feed"]["oldest_due_at"] == "2026-01-01T00:00:01+00:00"
     assert jobs["uploads"]["pool"] == {"queued": 3, "running": 0, "retrying": 0}
-    assert jobs["uploads"]["lag_seconds"] > 0
-    assert jobs["uploads"]["oldest_due_at"] == "2026-01-01T00:00:00+00:00"
+    assert jobs["uploads"]["lag_seconds"] is None
 
 
 def test_status_watch_prints_a_snapshot_per_interval_until_interrupted(tmp_path: Path) -> None:

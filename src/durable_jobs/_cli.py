@@ -335,7 +335,7 @@ class _JobRow:
             self.next_alarm = alarm if self.next_alarm is None else min(self.next_alarm, alarm)
 
     def lag(self, now: datetime) -> timedelta | None:
-        """How long the oldest due work has waited for a worker (None: nothing is due)."""
+        """How long the oldest due instance has waited for a worker (None: nothing is due)."""
         return None if self.oldest_due is None else now - self.oldest_due
 
     def cells(self, now: datetime) -> list[str]:
@@ -393,11 +393,6 @@ async def _status_rows(
             row.running += counts.running
             row.retrying += counts.retrying
             row.backlog += counts.queued
-            first = counts.first_available_at
-            if first is not None and first <= now:
-                row.oldest_due = first  # the pool's lag: its longest-waiting event
-            elif first is not None:
-                row.next_alarm = first
     return [rows[name] for name in sorted(rows, key=lambda k: (k[0], k[1].value))]
 
 

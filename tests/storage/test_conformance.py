@@ -1307,21 +1307,8 @@ async def test_pool_counts(storage: Storage) -> None:
     )
     (lost,) = await claim_items(storage, limit=1, lease=timedelta(0))  # expired: queued again
     assert lost.item.event_id == "lost"
-    assert await storage.pool_counts(POOL) == PoolCounts(
-        queued=2, running=1, retrying=2, first_available_at=T0
-    )
+    assert await storage.pool_counts(POOL) == PoolCounts(queued=2, running=1, retrying=2)
     assert run.item.event_id == "run"
-
-
-async def test_pool_counts_say_when_the_first_waiting_event_can_start(storage: Storage) -> None:
-    await push(storage, event("early", enqueued=at(5)), event("late", enqueued=at(9)))
-    assert (await storage.pool_counts(POOL)).first_available_at == at(5)
-    early, late = await claim_items(storage, limit=2, now=at(10))
-    assert early.item.event_id == "early"
-    assert (await storage.pool_counts(POOL)).first_available_at is None  # both run
-    await finish(storage, early, retry=retry_at(at(60)))
-    assert (await storage.pool_counts(POOL)).first_available_at == at(60)  # its retry
-    assert late.item.event_id == "late"
 
 
 async def test_purging_a_pool_removes_its_events(storage: Storage) -> None:

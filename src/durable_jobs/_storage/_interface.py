@@ -203,11 +203,6 @@ class PoolCounts:
     """Held by a live lease right now."""
     retrying: int
     """Waiting for a later attempt."""
-    first_available_at: datetime | None = None
-    """
-    The earliest time an event that is not running can start (it was queued then, or its
-    retry falls due then); None when every event runs. Earlier than now: the pool's lag.
-    """
 
 
 class LeaseLostError(StorageError):

@@ -558,20 +558,14 @@ class MemoryStorage:
             return PoolCounts(queued=0, running=0, retrying=0)
         lease_now = _lease_now()
         running = retrying = queued = 0
-        first: datetime | None = None
         for item in queue.items():
             if _live(item.lease, lease_now) is not None:
                 running += 1
-                continue
-            if item.attempt > 1 or item.defects > 0:
+            elif item.attempt > 1 or item.defects > 0:
                 retrying += 1
             else:
                 queued += 1
-            available = item.available_at or item.enqueued_at
-            first = available if first is None else min(first, available)
-        return PoolCounts(
-            queued=queued, running=running, retrying=retrying, first_available_at=first
-        )
+        return PoolCounts(queued=queued, running=running, retrying=retrying)
 
     async def list_instances(self, job: str | None = None) -> Sequence[InstanceRecord]:
         """Every record, optionally of one job, ordered by (kind, job, id)."""

@@ -665,22 +665,15 @@ class PostgresStorage:
                 f" count(*) FILTER (WHERE (lease_expires_at IS NULL OR NOT {_LIVE})"
                 "  AND (attempt > 1 OR defects > 0)),"
                 f" count(*) FILTER (WHERE (lease_expires_at IS NULL OR NOT {_LIVE})"
-                "  AND attempt <= 1 AND defects <= 0),"
-                " min(COALESCE(available_at, enqueued_at))"
-                f"  FILTER (WHERE lease_expires_at IS NULL OR NOT {_LIVE})"
+                "  AND attempt <= 1 AND defects <= 0)"
                 f" FROM items WHERE {_KEY}",
                 _key_params(pool),
             )
             row = await cursor.fetchone()
             if row is None:
                 return PoolCounts(queued=0, running=0, retrying=0)
-            running, retrying, queued, first = row
-            return PoolCounts(
-                queued=_int(queued),
-                running=_int(running),
-                retrying=_int(retrying),
-                first_available_at=_time_or_none(first),
-            )
+            running, retrying, queued = row
+            return PoolCounts(queued=_int(queued), running=_int(running), retrying=_int(retrying))
 
         return await self._run(work)
 

@@ -1002,17 +1002,11 @@ class _Reader:
         row = self.conn.execute(
             f"SELECT COALESCE(SUM({live}), 0),"
             f" COALESCE(SUM(NOT {live} AND (attempt > 1 OR defects > 0)), 0),"
-            f" COUNT(*), MIN(CASE WHEN NOT {live} THEN COALESCE(available_at, enqueued_at) END)"
-            " FROM items WHERE kind = :kind AND job = :job AND id = :id",
+            " COUNT(*) FROM items WHERE kind = :kind AND job = :job AND id = :id",
             {"now": _lease_now(), "kind": pool.kind.value, "job": pool.job, "id": pool.id},
         ).fetchone()
-        running, retrying, total, first = (0, 0, 0, None) if row is None else row
-        return PoolCounts(
-            queued=total - running - retrying,
-            running=running,
-            retrying=retrying,
-            first_available_at=_when_or_none(first),
-        )
+        running, retrying, total = (0, 0, 0) if row is None else row
+        return PoolCounts(queued=total - running - retrying, running=running, retrying=retrying)
 
     def next_alarm_at(self, pools: Mapping[InstanceKey, int]) -> int | None:
         with self._snapshot() as conn:
