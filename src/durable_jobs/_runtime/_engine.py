@@ -4,7 +4,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Never, Self, overload
@@ -14,13 +14,14 @@ from typing_extensions import TypeVar
 from .._clock import Clock, SystemClock
 from .._definitions._validators import positive_int
 from .._duration import DurationInput, to_timedelta
-from .._errors import DuplicateJobError, InvalidDefinitionError
+from .._errors import DuplicateJobError, InvalidDefinitionError, SchemaMismatchError
 from .._observe import EventSink, Observer
-from .._storage._interface import DeadLetter, InstanceRecord, Storage
+from .._storage._interface import DeadLetter, InstanceRecord, JobKind, Storage
 from .._storage._sqlite import DEFAULT_DATABASE, default_storage
 from . import _admin
 from ._admin import ResumeResult
 from ._client import Client, EngineClient
+from ._common import key_of, require_instance
 from ._invoke import Invoker
 from ._services import DefectPolicy, RegisteredJob, Services
 from ._sync import SyncClient
@@ -29,8 +30,12 @@ from ._worker import Worker
 
 if TYPE_CHECKING:
     from .._definitions._base import JobDefinition
+    from .._definitions._continuous import Continuous
 
 R = TypeVar("R", default=None)
+I = TypeVar("I")
+E = TypeVar("E")
+RJ = TypeVar("RJ")
 
 logger = logging.getLogger("durable_jobs")
 
@@ -146,6 +151,8 @@ class Engine(Generic[R]):
         """The same client for code that is not async, safe from any thread (no `await`)."""
         self._serving: asyncio.Task[None] | None = None
         self._stopping = False
+        self._declared: dict[tuple[str, str], Callable[[], Awaitable[object]]] = {}
+        """Declared Continuous instances not yet ensured by this engine (see `declare`)."""
         self._clock.attach(self.run_due)
 
     @property
@@ -200,13 +207,56 @@ class Engine(Generic[R]):
         """Delete a dead letter; `DeadLetterNotFoundError` when there is none."""
         await _admin.discard(self._storage, letter_id)
 
+    def declare(self, job: "Continuous[I, I, E, RJ]", id: str, input: I) -> None:
+        """
+        Declare that Continuous instance `id` of `job` exists, started with `input`.
+
+        Each worker of the engine (`async with engine:`, `durable-jobs worker`, or the first
+        `run_due`) starts it when it starts, unless it exists: like
+        `client.continuous(job).start(id, input)`, which does nothing to an existing
+        instance, so any number of workers and restarts make one instance. Call it where
+        the engine is built, before a worker starts. Raises `JobNotFoundError` for a job
+        not registered here, `ValidationError` for an empty id or an `input` that is not
+        the job's state type, and `InvalidDefinitionError` when `id` is declared twice.
+        """
+        client = self.client.continuous(job)
+        key_of(JobKind.CONTINUOUS, job.name, id)
+        require_instance("input", input, job.state)
+        if (job.name, id) in self._declared:
+            msg = f"declare: {job.name!r} instance {id!r} is declared twice"
+            raise InvalidDefinitionError(msg)
+        self._declared[job.name, id] = lambda: client.start(id, input)
+
+    async def _ensure_declared(self, *, retry: bool) -> None:
+        """
+        Start the declared instances not ensured yet; with `retry`, a failure is logged and
+        tried again a second later, until it works or the worker stops.
+        """
+        while self._declared:
+            name = next(iter(self._declared))
+            try:
+                await self._declared[name]()
+            except SchemaMismatchError:
+                raise  # this version must not run against that database
+            except Exception:
+                if not retry:
+                    raise
+                logger.exception("starting declared instance %s:%s failed", *name)
+                if self._stopping:
+                    return  # the next worker start tries again
+                await asyncio.sleep(1)
+                continue
+            del self._declared[name]
+
     async def run_due(self) -> datetime | None:
         """
         Claim and run everything due now, to the end; returns the next alarm time.
 
         `TestClock.advance` calls this at every step; a test may call it directly too.
+        Declared instances (`declare`) are started first, once.
         """
         self._loop = asyncio.get_running_loop()
+        await self._ensure_declared(retry=False)
         return await self._worker.run_due()
 
     def _wake(self, at: datetime) -> None:
@@ -299,6 +349,7 @@ class Engine(Generic[R]):
             return
         watcher = asyncio.create_task(self._watch(wake), name="durable-jobs-watch")
         try:
+            await self._ensure_declared(retry=True)
             await self._worker.serve(wake, self._should_stop, self._lease / 2)
         finally:
             watcher.cancel()
