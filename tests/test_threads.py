@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import itertools
 import threading
+import time
 from collections import Counter
 from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
@@ -104,14 +105,18 @@ async def in_threads(
             except Exception as exc:  # counted and reported, never lost
                 errors.append(f"{type(exc).__name__}: {exc}")
 
-    threads = [threading.Thread(target=thread_main, args=(t,)) for t in range(THREADS)]
+    # daemon threads: one that hangs fails the test (HANG_GUARD) and cannot block the exit
+    threads = [threading.Thread(target=thread_main, args=(t,), daemon=True) for t in range(THREADS)]
     # a worker on this loop, woken by the threads' calls, runs what they make due
     async with worker:
         for thread in threads:
             thread.start()
-        async with asyncio.timeout(HANG_GUARD):
-            for thread in threads:
-                await asyncio.to_thread(thread.join)
+        # bounded joins: a hung thread is counted, and no helper thread waits for it forever
+        deadline = time.monotonic() + HANG_GUARD
+        for thread in threads:
+            await asyncio.to_thread(thread.join, max(deadline - time.monotonic(), 0.0))
+    hung = [thread.name for thread in threads if thread.is_alive()]
+    assert hung == [], f"hung threads: {hung}"
     return errors
 
 
