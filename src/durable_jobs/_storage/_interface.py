@@ -99,6 +99,15 @@ class InstanceRecord:
     created_at: datetime
     updated_at: datetime
     lease: Lease | None = None
+    unreadable: str | None = None
+    """
+    Set when the backend could not read part of the stored row (JSON that does not parse,
+    an unknown status, a garbled time): what and why, e.g. `state: invalid JSON (...)`.
+    The fields it names hold a stand-in (JSON text that does not parse is given as a JSON
+    string; a status this version does not know reads as `FAILED`). The runtime parks
+    such an instance at once. Saving a record whose `unreadable` is set rewrites neither
+    `state` nor `meta`: the stored text stays as it was, for an operator to repair.
+    """
 
 
 @attrs.frozen(kw_only=True)
@@ -142,6 +151,11 @@ class QueueItem:
     defects: int = 0
     last_error: str | None = None
     lease: Lease | None = None
+    unreadable: str | None = None
+    """
+    Set when the backend could not parse the stored `event` JSON (what and why); `event`
+    is then the stored text as a JSON string. The runtime dead-letters such an event.
+    """
 
 
 @attrs.frozen(kw_only=True)
