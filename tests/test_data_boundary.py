@@ -219,7 +219,7 @@ async def test_ids_event_ids_and_partition_keys_follow_one_rule(
     await nothing_stored(engine)
 
 
-@pytest.mark.parametrize("priority", [True, 1.5, "1", 2**63, -(2**63) - 1])
+@pytest.mark.parametrize("priority", [True, 1.5, "1", 2**31, -(2**31) - 1, 2**63])
 async def test_priorities_are_integers_of_the_one_range(clock: TestClock, priority: object) -> None:
     engine = engine_on(MemoryStorage(), clock)
     bad: Any = priority
@@ -232,8 +232,8 @@ async def test_priorities_are_integers_of_the_one_range(clock: TestClock, priori
 async def test_the_integer_range_ends_are_accepted(clock: TestClock) -> None:
     engine = engine_on(MemoryStorage(), clock)
     queue = engine.client.worker_pool(pool)
-    for edge in (2**63 - 1, -(2**63)):
-        await queue.enqueue(Order("o", lines=[Line("a", edge)]), priority=edge)
+    for edge, rank in ((2**63 - 1, 2**31 - 1), (-(2**63), -(2**31))):
+        await queue.enqueue(Order("o", lines=[Line("a", edge)]), priority=rank)
     assert (await queue.status()).queued == 2
 
 

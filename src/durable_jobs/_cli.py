@@ -383,6 +383,8 @@ def _record_json(record: InstanceRecord) -> dict[str, object]:
         "last_error": record.last_error,
         "created_at": _time(record.created_at),
         "updated_at": _time(record.updated_at),
+        # a row the storage could not fully parse: what, and where (state/meta show its text)
+        "unreadable": record.unreadable,
     }
 
 

@@ -11,6 +11,10 @@ INT_MIN: Final = -(2**63)
 """The smallest integer durable-jobs stores (a signed 64-bit integer), on every backend."""
 INT_MAX: Final = 2**63 - 1
 """The largest integer durable-jobs stores (a signed 64-bit integer), on every backend."""
+PRIORITY_MIN: Final = -(2**31)
+"""The lowest worker-pool priority (a signed 32-bit integer, every backend's column)."""
+PRIORITY_MAX: Final = 2**31 - 1
+"""The highest worker-pool priority (a signed 32-bit integer, every backend's column)."""
 ID_MAX_BYTES: Final = 512
 """The longest id, event id or partition key, in UTF-8 bytes (database index entries are
 bounded: PostgreSQL refuses an index row of more than about 2,700 bytes)."""

@@ -43,7 +43,15 @@ from cattrs.errors import (
 from typing_extensions import TypeIs
 
 from ._errors import UndecodableDataError, ValidationError
-from ._limits import ID_MAX_BYTES, INT_MAX, INT_MIN, PREVIEW_CHARS, DataLimits
+from ._limits import (
+    ID_MAX_BYTES,
+    INT_MAX,
+    INT_MIN,
+    PREVIEW_CHARS,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    DataLimits,
+)
 from ._types import JsonValue
 
 
@@ -78,8 +86,12 @@ def preview(value: object) -> str:
     return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
 
 
-def _short(text: str) -> str:
+def truncate(text: str) -> str:
+    """`text` cut to at most `PREVIEW_CHARS` characters (with `…`), for messages and logs."""
     return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
+
+
+_short = truncate
 
 
 def _type_name(cls: object) -> str:
@@ -728,4 +740,14 @@ def check_int(field: str, value: object) -> int:
     if not INT_MIN <= value <= INT_MAX:
         msg = f"{preview(value)} is outside the integer range of durable-jobs (-2**63 to 2**63-1)"
         raise ValidationError(field, msg)
+    return int(value)
+
+
+def check_priority(value: object) -> int:
+    """A worker-pool priority: an integer (not a bool) from -2**31 to 2**31-1."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError("priority", f"expected an integer, got {preview(value)}")
+    if not PRIORITY_MIN <= value <= PRIORITY_MAX:
+        msg = f"{preview(value)} is outside the priority range (-2**31 to 2**31-1)"
+        raise ValidationError("priority", msg)
     return int(value)

@@ -23,6 +23,7 @@ from durable_jobs import (
 from durable_jobs._storage._interface import (
     InstanceKey,
     InstanceRecord,
+    InstanceStatus,
     JobKind,
     LeaseLostError,
 )
@@ -79,14 +80,28 @@ async def test_corrupt_state_of_one_instance_does_not_hide_the_others(tmp_path: 
     await storage.close()
     with sqlite3.connect(path) as raw:
         raw.execute("UPDATE instances SET state = '{oops' WHERE id = 'a'")
+        raw.execute("UPDATE instances SET status = 'zombie' WHERE id = 'a'")
     storage = SqliteStorage(path)
-    with pytest.raises(StorageError, match=r"task:job:a.*unreadable"):
-        await storage.read(KEY)
+    # the row reads, noted as unreadable, with its text as a stand-in: the runtime parks it
+    broken = await storage.read(KEY)
+    assert broken is not None
+    assert broken.state == "{oops"
+    assert broken.status is InstanceStatus.FAILED
+    assert broken.unreadable is not None
+    assert "state: invalid JSON" in broken.unreadable
+    assert "unknown status" in broken.unreadable
     assert await storage.read(other) == record(1, other)
-    with pytest.raises(StorageError):
-        async with storage.instance(KEY):
-            pass
-    async with storage.instance(other) as tx:  # the failed block released what it held
+    assert len(await storage.list_instances()) == 2
+    async with storage.instance(KEY) as tx:  # saving keeps the stored text for repair
+        current = tx.record
+        assert current is not None
+        tx.save(attrs.evolve(current, status=InstanceStatus.FAILED, last_error="parked"))
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("SELECT state, status FROM instances WHERE id = 'a'").fetchone() == (
+            "{oops",
+            "failed",
+        )
+    async with storage.instance(other) as tx:
         tx.save(record(2, other))
     assert await storage.read(other) == record(2, other)
     await storage.close()

@@ -7,8 +7,8 @@ import attrs
 from typing_extensions import TypeVar
 
 from .._errors import InvalidDefinitionError, ValidationError
-from .._serde import check_id
 from .._runtime._services import RegisteredJob, Services
+from .._serde import check_id
 
 
 R = TypeVar("R", contravariant=True, default=object)

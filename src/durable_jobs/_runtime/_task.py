@@ -612,5 +612,5 @@ class TaskHandler(Generic[I, S, E, R]):
         """A queued event as stored (`UndecodableDataError` when it does not decode)."""
         where = f"{instance_name(key)} (event {item.event_id})"
         if item.unreadable is not None:
-            raise UndecodableDataError("event", item.unreadable, where=where)
+            raise UndecodableDataError("row", item.unreadable, where=where)
         return read_stored(item.event, self._job.event, field="event", where=where)

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
-from .._errors import SchemaMismatchError
+from .._errors import SchemaMismatchError, UndecodableDataError
 from .._observe import JobEvent
 from .._storage._interface import (
     Claim,
@@ -26,6 +26,7 @@ from .._storage._interface import (
 )
 from ._invoke import RunHandle
 from ._services import RegisteredJob, Services
+from ._undecodable import park
 
 
 logger = logging.getLogger("durable_jobs")
@@ -277,6 +278,13 @@ class Worker:
                     _unknown(run.key)
                     return
                 await item_runner(work, run)
+        except UndecodableDataError as bad:
+            # its data will not start decoding by itself: parked now, not retried per lease
+            try:
+                run.finish()
+                await park(self._services, work, bad)
+            except LeaseLostError as lost:
+                self._report(run, str(lost))
         except LeaseLostError as lost:
             self._report(run, str(lost))
         except asyncio.CancelledError:

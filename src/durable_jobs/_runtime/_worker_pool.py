@@ -18,7 +18,7 @@ from typing_extensions import TypeVar
 from .._contexts import WorkerPoolContext
 from .._errors import UndecodableDataError
 from .._observe import JobEvent
-from .._serde import check_id, check_int, read_stored, to_json
+from .._serde import check_id, check_priority, read_stored, to_json
 from .._storage._interface import (
     InstanceKey,
     InstanceRecord,
@@ -90,7 +90,7 @@ class WorkerPoolHandler(Generic[I, S, E, R]):
         """One event checked at the data boundary (`ValidationError`: nothing is queued)."""
         require_instance(field, event, self._job.event)
         data = to_json(event, self._job.event, field=field, limits=self._services.limits)
-        priority = check_int("priority", priority)
+        priority = check_priority(priority)
         if partition_key is not None:
             check_id("partition_key", partition_key)
         if event_id is not None:
@@ -188,7 +188,7 @@ class WorkerPoolHandler(Generic[I, S, E, R]):
         """A queued event as stored (`UndecodableDataError` when it does not decode)."""
         where = f"{instance_name(self._key)} (event {item.event_id})"
         if item.unreadable is not None:
-            raise UndecodableDataError("event", item.unreadable, where=where)
+            raise UndecodableDataError("row", item.unreadable, where=where)
         return read_stored(item.event, self._job.event, field="event", where=where)
 
     async def _set_status(self, status: InstanceStatus) -> None:

@@ -43,7 +43,8 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from .._duration import DurationInput, to_timedelta
-from .._errors import SchemaMismatchError, StorageError
+from .._errors import SchemaMismatchError, StorageError, ValidationError
+from .._serde import truncate
 from . import _upgrade_v1 as v1
 from ._buffered import BufferedTransaction, Changes
 from ._interface import (
@@ -66,7 +67,7 @@ from ._interface import (
 from ._rows import RECORD_COLUMNS as _RECORD_COLUMNS
 from ._rows import key_of as _key_of
 from ._rows import key_params as _key_params
-from ._rows import status_of as _status_of
+from ._rows import lenient_status as _lenient_status
 
 
 T = TypeVar("T")
@@ -167,6 +168,31 @@ _ITEM_COLUMNS: Final = (
 _LETTER_COLUMNS: Final = "letter_id, kind, job, id, state, meta, event, error, reason, attempts, at"
 
 
+_DATA_ERRORS: Final = (UnicodeEncodeError, OverflowError)
+"""What psycopg raises in Python for a value it cannot send (with `psycopg.DataError`)."""
+
+
+def map_driver_error(exc: BaseException, doing: str) -> StorageError | ValidationError | None:
+    """
+    The one mapping of driver errors to library errors (every storage call goes through it).
+
+    A value PostgreSQL or psycopg refuses (`psycopg.DataError`: a NUL character, a number
+    out of range, JSON that is not JSON; a Python `UnicodeEncodeError` or `OverflowError`
+    while sending) becomes `ValidationError`, with only a truncated preview of the
+    driver's message: the data is wrong, a retry would fail again (the data boundary
+    refuses such values before any write, so this is a safety net). Any other
+    `psycopg.Error` becomes `StorageError` (a lost connection, a timeout, a full disk:
+    often transient). Anything else is not a driver error: None.
+    """
+    where = f" {doing}" if doing else ""
+    if isinstance(exc, psycopg.DataError | UnicodeEncodeError | OverflowError):
+        msg = f"PostgreSQL cannot store a value{where}: {truncate(str(exc))}"
+        return ValidationError("$", msg)
+    if isinstance(exc, psycopg.Error):
+        return StorageError(f"PostgreSQL storage failed{where}: {exc}")
+    return None
+
+
 def _time(value: object) -> datetime:
     if not isinstance(value, datetime):
         msg = f"stored time is a {type(value).__name__}, not a timestamp"
@@ -200,9 +226,10 @@ def _record_of(row: TupleRow) -> InstanceRecord:
     # JSONB columns come decoded by psycopg's json loader: JSON values by construction
     kind, job, id, status, state, meta, alarm, attempt, retry_started, defects = row[:10]
     last_error, created, updated, token, expires = row[10:15]
+    problems: list[str] = []
     return InstanceRecord(
         key=_key_of(kind, job, id),
-        status=_status_of(status, f"{kind}:{job}:{id}"),
+        status=_lenient_status(status, problems),
         state=state,
         meta=meta,
         alarm_at=_time_or_none(alarm),
@@ -213,6 +240,7 @@ def _record_of(row: TupleRow) -> InstanceRecord:
         created_at=_time(created),
         updated_at=_time(updated),
         lease=_lease_of(token, expires),
+        unreadable="; ".join(problems) or None,
     )
 
 
@@ -931,9 +959,9 @@ class _Database:
                 continue
             except BaseException as exc:
                 await tx.abort()
-                if isinstance(exc, psycopg.Error):
-                    msg = f"PostgreSQL storage failed: {exc}"
-                    raise StorageError(msg) from exc
+                mapped = map_driver_error(exc, "")
+                if mapped is not None:
+                    raise mapped from exc
                 raise
             await tx.commit("a storage operation")
             return result
@@ -987,9 +1015,9 @@ class _Transaction:
         except psycopg.OperationalError as exc:
             msg = f"PostgreSQL storage lost its connection committing {what} (outcome unknown)"
             raise StorageError(f"{msg}: {exc}") from exc
-        except psycopg.Error as exc:
-            msg = f"PostgreSQL storage failed committing {what} (nothing was written): {exc}"
-            raise StorageError(msg) from exc
+        except (psycopg.Error, *_DATA_ERRORS) as exc:
+            mapped = map_driver_error(exc, f"committing {what} (nothing was written)")
+            raise (mapped or StorageError(str(exc))) from exc
 
     async def abort(self) -> None:
         """Roll back (as far as the connection still can) and give the connection back."""
@@ -1373,9 +1401,9 @@ class _PostgresBlock:
                 continue
             except BaseException as exc:
                 await opened.abort()
-                if isinstance(exc, psycopg.Error):
-                    msg = f"PostgreSQL storage failed opening {self._key}: {exc}"
-                    raise StorageError(msg) from exc
+                mapped = map_driver_error(exc, f"opening {self._key}")
+                if mapped is not None:
+                    raise mapped from exc
                 raise
             break
         self._open = opened
@@ -1401,9 +1429,9 @@ class _PostgresBlock:
                 await self._db.notify(opened.conn)
         except BaseException as error:
             await opened.abort()
-            if isinstance(error, psycopg.Error):
-                msg = f"PostgreSQL storage failed writing {self._key}: {error}"
-                raise StorageError(msg) from error
+            mapped = map_driver_error(error, f"writing {self._key}")
+            if mapped is not None:
+                raise mapped from error
             raise
         await opened.commit(str(self._key))
 

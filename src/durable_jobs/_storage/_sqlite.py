@@ -41,7 +41,8 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 import attrs
 
 from .._duration import DurationInput, to_timedelta
-from .._errors import SchemaMismatchError, StorageError
+from .._errors import SchemaMismatchError, StorageError, ValidationError
+from .._serde import truncate
 from .._types import JsonValue
 from . import _upgrade_v1 as v1
 from ._buffered import BufferedTransaction, Changes
@@ -63,7 +64,7 @@ from ._interface import (
 from ._rows import RECORD_COLUMNS as _RECORD_COLUMNS
 from ._rows import key_of as _key_of
 from ._rows import key_params as _key_params
-from ._rows import status_of as _status_of
+from ._rows import lenient_status as _lenient_status
 
 
 T = TypeVar("T")
@@ -186,13 +187,31 @@ def _dump(value: JsonValue) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-def _load(text: str, what: str) -> JsonValue:
+def _load(text: str, column: str, problems: list[str]) -> JsonValue:
+    """
+    A stored JSON column; text that does not parse is given as itself (a JSON string) and
+    noted in `problems`, so that one corrupted row is parked, not a failure of every read.
+    """
     try:
         value: JsonValue = json.loads(text)
-    except ValueError as exc:
-        msg = f"stored JSON of {what} is unreadable: {exc}"
-        raise StorageError(msg) from exc
+    except (ValueError, TypeError, RecursionError) as exc:
+        problems.append(f"{column}: invalid JSON ({truncate(str(exc))})")
+        return text
     return value
+
+
+def _load_v1(text: str, what: str) -> JsonValue:
+    """A JSON column of a 0.1.0 row; the upgrade refuses a row it cannot parse."""
+    problems: list[str] = []
+    value = _load(text, what, problems)
+    if problems:
+        msg = f"stored JSON of {what} is unreadable: {problems[0]}"
+        raise StorageError(msg)
+    return value
+
+
+def _unreadable(problems: list[str]) -> str | None:
+    return "; ".join(problems) if problems else None
 
 
 def _live_lease(token: str | None, expires: int | None, now_us: int) -> Lease | None:
@@ -224,12 +243,12 @@ _RECORD_AND_LEASE: Final = f"{_RECORD_COLUMNS}, lease_token, lease_expires_at"
 def _record_of(row: _RecordRow, now_us: int) -> InstanceRecord:
     kind, job, id, status, state, meta, alarm, attempt, retry_started, defects = row[:10]
     last_error, created, updated, token, expires = row[10:]
-    what = f"{kind}:{job}:{id}"
+    problems: list[str] = []
     return InstanceRecord(
         key=_key_of(kind, job, id),
-        status=_status_of(status, what),
-        state=_load(state, what),
-        meta=_load(meta, what),
+        status=_lenient_status(status, problems),
+        state=_load(state, "state", problems),
+        meta=_load(meta, "meta", problems),
         alarm_at=_when_or_none(alarm),
         attempt=attempt,
         retry_started_at=_when_or_none(retry_started),
@@ -238,6 +257,7 @@ def _record_of(row: _RecordRow, now_us: int) -> InstanceRecord:
         created_at=_when(created),
         updated_at=_when(updated),
         lease=_live_lease(token, expires, now_us),
+        unreadable=_unreadable(problems),
     )
 
 
@@ -277,9 +297,11 @@ _ItemRow = tuple[
 def _item_of(row: _ItemRow, what: str, now_us: int) -> QueueItem:
     seq, event_id, event, priority, partition_key, enqueued, available = row[:7]
     attempt, retry_started, defects, last_error, token, expires = row[7:]
+    del what
+    problems: list[str] = []
     return QueueItem(
         event_id=event_id,
-        event=_load(event, what),
+        event=_load(event, "event", problems),
         priority=priority,
         partition_key=partition_key,
         enqueued_at=_when(enqueued),
@@ -290,6 +312,7 @@ def _item_of(row: _ItemRow, what: str, now_us: int) -> QueueItem:
         defects=defects,
         last_error=last_error,
         lease=_live_lease(token, expires, now_us),
+        unreadable=_unreadable(problems),
     )
 
 
@@ -322,6 +345,12 @@ _UPSERT_RECORD: Final = (
     " defects = excluded.defects, last_error = excluded.last_error,"
     " created_at = excluded.created_at, updated_at = excluded.updated_at"
 )
+_UPDATE_UNREADABLE: Final = (
+    "UPDATE instances SET status = ?, alarm_at = ?, attempt = ?, retry_started_at = ?,"
+    " defects = ?, last_error = ?, created_at = ?, updated_at = ?"
+    " WHERE kind = ? AND job = ? AND id = ?"
+)
+"""Save a record whose state or meta did not parse: every column but those two."""
 _INSERT_LETTER: Final = (
     "INSERT OR REPLACE INTO dead_letters"
     " (letter_id, kind, job, id, state, meta, event, error, reason, attempts, at)"
@@ -376,6 +405,31 @@ def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+_DATA_ERRORS: Final = (sqlite3.DataError, OverflowError, UnicodeEncodeError)
+"""What the driver raises for a value it cannot bind or store (the data, not the database)."""
+
+
+@contextlib.contextmanager
+def map_sqlite_errors(path: Path) -> Generator[None]:
+    """
+    The one place where driver errors become library errors (every SQLite call runs in it).
+
+    A value the driver cannot bind (an integer beyond 64 bits, text that is not UTF-8, a
+    too-big blob) becomes `ValidationError`: the data is wrong and retrying will not help
+    (the data boundary refuses such values before any write, so this is a safety net).
+    Any other `sqlite3.Error` (a busy or locked database, I/O, a corrupt file) becomes
+    `StorageError`, which callers may retry. Messages never carry the values themselves.
+    """
+    try:
+        yield
+    except _DATA_ERRORS as exc:
+        msg = f"the SQLite database {str(path)!r} cannot store a value: {truncate(str(exc))}"
+        raise ValidationError("$", msg) from exc
+    except sqlite3.Error as exc:
+        msg = f"SQLite storage {str(path)!r} failed: {truncate(str(exc))}"
+        raise StorageError(msg) from exc
 
 
 @contextlib.contextmanager
@@ -477,8 +531,8 @@ def _v1_instance(row: tuple[Any, ...]) -> v1.InstanceRow:
         job=job,
         id=id,
         status=status,
-        state=_load(state, what),
-        meta=_load(meta, what),
+        state=_load_v1(state, what),
+        meta=_load_v1(meta, what),
         alarm_at=_when_or_none(alarm),
         attempt=attempt,
         retry_started_at=_when_or_none(retry_started),
@@ -497,7 +551,7 @@ def _v1_item(row: tuple[Any, ...]) -> v1.V1ItemRow:
         job=job,
         id=id,
         event_id=event_id,
-        event=_load(event, f"queue item {seq}"),
+        event=_load_v1(event, f"queue item {seq}"),
         priority=priority,
         partition_key=partition_key,
         enqueued_at=_when(enqueued),
@@ -513,9 +567,9 @@ def _v1_letter(row: tuple[Any, ...]) -> v1.LetterRow:
         kind=kind,
         job=job,
         id=id,
-        state=_load(state, what),
-        meta=_load(meta, what),
-        event=_load(event, what),
+        state=_load_v1(state, what),
+        meta=_load_v1(meta, what),
+        event=_load_v1(event, what),
         error=error,
         reason=reason,
         attempts=attempts,
@@ -695,7 +749,13 @@ class _Writer:
                 conn.execute(f"DELETE FROM instances WHERE {_KEY}", params)
             else:
                 # the lease columns are left as they are: saving never touches a lease
-                conn.execute(_UPSERT_RECORD, _record_params(changes.record))
+                record = changes.record
+                if record.unreadable is None:
+                    conn.execute(_UPSERT_RECORD, _record_params(record))
+                else:
+                    # the stored text stays as it is, for an operator to repair
+                    values = _record_params(record)
+                    conn.execute(_UPDATE_UNREADABLE, (values[3], *values[6:], *params))
         if changes.queue_purged:
             conn.execute(f"DELETE FROM items WHERE {_KEY}", params)
         conn.executemany(
@@ -971,14 +1031,15 @@ class _Reader:
         ).fetchall()
         letters: list[DeadLetter] = []
         for letter_id, kind, job_name, id, state, meta, event, error, reason, attempts, at in rows:
-            what = f"dead letter {letter_id}"
+            # a letter's corrupted JSON is listed as its text: listing never fails on it
+            problems: list[str] = []
             letters.append(
                 DeadLetter(
                     id=letter_id,
                     key=_key_of(kind, job_name, id),
-                    state=_load(state, what),
-                    meta=_load(meta, what),
-                    event=_load(event, what),
+                    state=_load(state, "state", problems),
+                    meta=_load(meta, "meta", problems),
+                    event=_load(event, "event", problems),
                     error=error,
                     reason=reason,
                     attempts=attempts,
@@ -1207,24 +1268,17 @@ class _Connection:
             self._read_thread = ThreadPoolExecutor(1, thread_name_prefix="durable-jobs-sqlite-r")
         return self._write_thread, self._read_thread
 
-    def _failing(self, exc: sqlite3.Error) -> StorageError:
-        return StorageError(f"SQLite storage {str(self.path)!r} failed: {exc}")
-
     def _on_writer(self, work: Callable[[_Writer], T]) -> T:
-        try:
+        with map_sqlite_errors(self.path):
             if self._writer is None:
                 self._writer = _Writer(self.path, self._busy_timeout)
             return work(self._writer)
-        except sqlite3.Error as exc:
-            raise self._failing(exc) from exc
 
     def _on_reader(self, work: Callable[[_Reader], T]) -> T:
-        try:
+        with map_sqlite_errors(self.path):
             if self._reader is None:
                 self._reader = _Reader(self.path, self._busy_timeout)
             return work(self._reader)
-        except sqlite3.Error as exc:
-            raise self._failing(exc) from exc
 
     async def step(self, work: Callable[[_Writer], T]) -> T:
         """Run `work` on the write thread, in the open block (its caller holds `lock`)."""
