@@ -67,6 +67,7 @@ class Engine(Generic[R]):
         concurrency: int = 16,
         threads: int | None = None,
         limits: DataLimits | None = None,
+        event_id_retention: DurationInput = "7 days",
     ) -> None: ...
 
     @overload
@@ -84,6 +85,7 @@ class Engine(Generic[R]):
         concurrency: int = 16,
         threads: int | None = None,
         limits: DataLimits | None = None,
+        event_id_retention: DurationInput = "7 days",
     ) -> None: ...
 
     def __init__(
@@ -101,6 +103,7 @@ class Engine(Generic[R]):
         concurrency: int = 16,
         threads: int | None = None,
         limits: DataLimits | None = None,
+        event_id_retention: DurationInput = "7 days",
     ) -> None:
         """
         Register `jobs` with `deps` (omit `deps` when no job needs any).
@@ -112,7 +115,10 @@ class Engine(Generic[R]):
         `concurrency` bounds the runs one worker has in flight; `threads` (default:
         `concurrency`) is the size of the thread pool sync callbacks run in. `limits`
         bounds the events and states that enter storage (by default `DataLimits()`: 1 MiB
-        of JSON, 64 levels deep).
+        of JSON, 64 levels deep). `event_id_retention` is how long an accepted `event_id`
+        is remembered to recognise a repeat: the worker forgets older ones about once an
+        hour (never the id of an event still queued, nor those of a Debounce id whose
+        batches are not done).
         """
         self._storage: Storage = default_storage() if storage is None else storage
         self._clock = clock if clock is not None else SystemClock()
@@ -141,8 +147,16 @@ class Engine(Generic[R]):
                 raise DuplicateJobError(msg)
             self._jobs[job.name] = job.register_with(deps, self._services)
             definitions[job.name] = job
+        retention = to_timedelta(event_id_retention, field="event_id_retention")
+        if retention <= timedelta(0):
+            msg = f"event_id_retention: must be positive, got {event_id_retention!r}"
+            raise InvalidDefinitionError(msg)
         self._worker = Worker(
-            self._services, self._jobs, concurrency=concurrency, lease=self._lease
+            self._services,
+            self._jobs,
+            concurrency=concurrency,
+            lease=self._lease,
+            event_id_retention=retention,
         )
         self.client: Client = EngineClient(list(definitions.values()), self._services)
         """The typed client: `engine.client.debounce(job).add(...)` and friends."""

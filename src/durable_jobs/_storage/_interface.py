@@ -389,7 +389,15 @@ class Storage(Protocol):
         ...
 
     async def forget_seen_before(self, cutoff: datetime) -> int:
-        """Drop remembered event ids older than `cutoff`; returns how many."""
+        """
+        Drop remembered event ids accepted before `cutoff` (strictly); returns how many.
+
+        Never dropped, whatever their age: an id still queued under its key (an item with
+        that event id: a waiting pool event, a Task event sent during a run), and every id
+        of a Debounce key that has a record (its open batch may hold the event, and a
+        repeated id must not be folded twice). The worker calls this periodically with
+        `Engine(event_id_retention=...)`.
+        """
         ...
 
     async def wait_for_change(self) -> None:

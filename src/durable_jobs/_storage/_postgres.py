@@ -735,10 +735,19 @@ class PostgresStorage:
         return await self._run(work)
 
     async def forget_seen_before(self, cutoff: datetime) -> int:
-        """Drop remembered event ids accepted before `cutoff` (strictly); returns how many."""
+        """Drop remembered event ids accepted before `cutoff` (strictly; see the protocol)."""
 
         async def work(conn: _Connection) -> int:
-            cursor = await conn.execute("DELETE FROM seen_events WHERE at < %s", (cutoff,))
+            cursor = await conn.execute(
+                "DELETE FROM seen_events WHERE at < %s"
+                " AND NOT EXISTS (SELECT 1 FROM items WHERE items.kind = seen_events.kind"
+                " AND items.job = seen_events.job AND items.id = seen_events.id"
+                " AND items.event_id = seen_events.event_id)"
+                " AND NOT (seen_events.kind = 'debounce' AND EXISTS (SELECT 1 FROM instances"
+                " WHERE instances.kind = seen_events.kind AND instances.job = seen_events.job"
+                " AND instances.id = seen_events.id))",
+                (cutoff,),
+            )
             return cursor.rowcount
 
         return await self._run(work)

@@ -345,6 +345,16 @@ _UPSERT_RECORD: Final = (
     " defects = excluded.defects, last_error = excluded.last_error,"
     " created_at = excluded.created_at, updated_at = excluded.updated_at"
 )
+_FORGET_SEEN: Final = (
+    "DELETE FROM seen_events WHERE at < ?"
+    " AND NOT EXISTS (SELECT 1 FROM items WHERE items.kind = seen_events.kind"
+    " AND items.job = seen_events.job AND items.id = seen_events.id"
+    " AND items.event_id = seen_events.event_id)"
+    " AND NOT (seen_events.kind = 'debounce' AND EXISTS (SELECT 1 FROM instances"
+    " WHERE instances.kind = seen_events.kind AND instances.job = seen_events.job"
+    " AND instances.id = seen_events.id))"
+)
+"""Forget old event ids, but never a queued event's, nor those of a Debounce id alive."""
 _UPDATE_UNREADABLE: Final = (
     "UPDATE instances SET status = ?, alarm_at = ?, attempt = ?, retry_started_at = ?,"
     " defects = ?, last_error = ?, created_at = ?, updated_at = ?"
@@ -985,7 +995,7 @@ class _Writer:
 
     def forget_seen_before(self, cutoff_us: int) -> int:
         with _transaction(self.conn) as conn:
-            return conn.execute("DELETE FROM seen_events WHERE at < ?", (cutoff_us,)).rowcount
+            return conn.execute(_FORGET_SEEN, (cutoff_us,)).rowcount
 
 
 class _Reader:
@@ -1222,7 +1232,7 @@ class SqliteStorage:
         return await self._conn.write(lambda db: db.delete_dead_letter(letter_id))
 
     async def forget_seen_before(self, cutoff: datetime) -> int:
-        """Drop remembered event ids accepted before `cutoff` (strictly); returns how many."""
+        """Drop remembered event ids accepted before `cutoff` (strictly; see the protocol)."""
         cutoff_us = _micros(cutoff)
         return await self._conn.write(lambda db: db.forget_seen_before(cutoff_us))
 
