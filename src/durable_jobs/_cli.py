@@ -45,6 +45,15 @@ class UsageError(Exception):
 
 
 @runtime_checkable
+class Existing(Protocol):
+    """A storage that can tell whether its database exists without creating it."""
+
+    async def exists(self) -> bool:
+        """Whether the database (SQLite file, PostgreSQL schema) exists."""
+        ...
+
+
+@runtime_checkable
 class Migratable(Protocol):
     """A storage with a versioned schema (SQLite, PostgreSQL)."""
 
@@ -319,11 +328,23 @@ def _with_storage(
 
     async def go() -> int:
         try:
+            # an operator command never creates a database: a wrong --db, --dsn/--schema or
+            # --app path must not silently show an empty one
+            if isinstance(storage, Existing) and not await storage.exists():
+                msg = f"no durable-jobs database at {_where(storage)} (check the path or name)"
+                raise StorageError(msg)
             return await run(storage, clock)
         finally:
             await storage.close()
 
     return asyncio.run(go())
+
+
+def _where(storage: Storage) -> str:
+    if isinstance(storage, SqliteStorage):
+        return f"SQLite file {str(storage.path)!r}"
+    schema = getattr(storage, "schema", None)
+    return f"PostgreSQL schema {schema!r}" if isinstance(schema, str) else type(storage).__name__
 
 
 def _postgres(dsn: str, schema: str) -> Storage:

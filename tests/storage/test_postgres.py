@@ -172,6 +172,19 @@ def test_a_bad_schema_name_is_rejected_at_once() -> None:
         PostgresStorage(postgres_dsn(), schema="Robert'); DROP TABLE students;--")
 
 
+async def test_a_schema_name_fits_the_notify_channel_limit() -> None:
+    with pytest.raises(ValueError, match="63 bytes"):
+        PostgresStorage(postgres_dsn(), schema="s" * 51)
+    # the longest accepted name: a commit from one storage wakes a listener on another
+    schema = f"t_{uuid.uuid4().hex}".ljust(50, "x")
+    async with storages(2, schema) as (watcher, writer):
+        waiting = asyncio.ensure_future(watcher.wait_for_change())
+        await listening(f"durable_jobs_{schema}")
+        await push(writer, "")
+        async with asyncio.timeout(10):
+            await waiting
+
+
 # -- races between processes -----------------------------------------------------------------
 
 

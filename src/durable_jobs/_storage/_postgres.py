@@ -74,7 +74,12 @@ T = TypeVar("T")
 
 _Connection = psycopg.AsyncConnection[TupleRow]
 
-_SCHEMA_NAME: Final = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_CHANNEL_PREFIX: Final = "durable_jobs_"
+"""The NOTIFY channel of a schema is this prefix and the schema's name."""
+_SCHEMA_MAX: Final = 63 - len(_CHANNEL_PREFIX)
+"""The longest schema name: its channel must fit PostgreSQL's 63-byte identifiers (a
+longer channel is refused by `pg_notify` and truncated by `LISTEN`: no worker would wake)."""
+_SCHEMA_NAME: Final = re.compile(rf"^[a-z_][a-z0-9_]{{0,{_SCHEMA_MAX - 1}}}$")
 _RETRY_PAUSES: Final = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 _OWN_NOTIFY_MEMORY: Final = 60.0
 """Seconds a backend that sent this storage's notification is remembered as its own (its
@@ -311,7 +316,8 @@ class PostgresStorage:
 
     Args:
         dsn_or_pool: a libpq connection string, or an open or unopened async pool.
-        schema: the PostgreSQL schema of the tables (lowercase letters, digits, `_`).
+        schema: the PostgreSQL schema of the tables (at most 50 lowercase letters, digits
+            and `_`: its NOTIFY channel, `durable_jobs_<schema>`, must fit 63 bytes).
         pool_size: the maximum connections of the pool this storage creates (a worker
             keeps one of them for `LISTEN`: give a worker at least 2).
         open_timeout: how long opening waits for the server before `StorageError`.
@@ -326,7 +332,10 @@ class PostgresStorage:
         open_timeout: DurationInput = "30 seconds",
     ) -> None:
         if not _SCHEMA_NAME.match(schema):
-            msg = f"schema: expected lowercase letters, digits and '_', got {schema!r}"
+            msg = (
+                f"schema: expected at most {_SCHEMA_MAX} lowercase letters, digits and '_'"
+                f" (its NOTIFY channel must fit 63 bytes), got {truncate(repr(schema))}"
+            )
             raise ValueError(msg)
         self._schema = schema
         self._open_timeout = to_timedelta(open_timeout, field="open_timeout").total_seconds()
@@ -354,6 +363,23 @@ class PostgresStorage:
     def schema(self) -> str:
         """The PostgreSQL schema holding the tables."""
         return self._schema
+
+    async def exists(self) -> bool:
+        """
+        Whether the schema holds durable-jobs tables, checked without creating anything
+        (operator commands refuse a schema that does not: a typo must not create one).
+        """
+        await self._open_pool()
+
+        async def work(conn: _Connection) -> bool:
+            cursor = await conn.execute(
+                "SELECT 1 FROM information_schema.tables"
+                " WHERE table_schema = %s AND table_name = 'durable_jobs_schema'",
+                (self._schema,),
+            )
+            return await cursor.fetchone() is not None
+
+        return await self._db.run(work)
 
     async def open(self) -> None:
         """
@@ -932,7 +958,7 @@ class _Database:
     ) -> None:
         self.pool = pool
         self.schema = schema
-        self.channel = f"durable_jobs_{schema}"
+        self.channel = f"{_CHANNEL_PREFIX}{schema}"
         # A pool we created sets search_path on connect; a caller's pool is shared with other
         # code, so each transaction sets it locally instead of changing the session.
         self.scoped: sql.Composed | None = (

@@ -399,13 +399,24 @@ def _pool_running(conn: sqlite3.Connection, pool: InstanceKey, lease_now: int) -
     return 0 if row is None else int(row[0])
 
 
+def _create_private(path: Path) -> None:
+    """
+    Create the database file readable and writable by its owner only (0600): it holds
+    every event and state. SQLite gives its `-wal` and `-shm` files the same mode.
+    """
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
     try:
+        if not path.exists():
+            _create_private(path)
         # autocommit mode: every transaction is an explicit BEGIN ... COMMIT below
         conn = sqlite3.connect(
             path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
         )
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, OSError) as exc:
         msg = f"cannot open the SQLite database {str(path)!r}: {exc}"
         raise StorageError(msg) from exc
     try:
@@ -1130,6 +1141,10 @@ class SqliteStorage:
     def path(self) -> Path:
         """The database file."""
         return self._path
+
+    async def exists(self) -> bool:
+        """Whether the database file exists (checked without creating it)."""
+        return self._path.is_file()
 
     async def open(self) -> None:
         """Open the file and check its schema now (otherwise done on first use)."""
