@@ -3,14 +3,27 @@ Security of the stored data: private SQLite files, and operator commands that ne
 database (a typo in `--db`, `--dsn`/`--schema` or `--app` must not show an empty one).
 """
 
+import asyncio
 import stat
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from durable_jobs import Engine, Ok, Result, SqliteStorage, WorkerPool, WorkerPoolContext
+from durable_jobs import (
+    Continuous,
+    ContinuousContext,
+    DefectPolicy,
+    Engine,
+    Ok,
+    Result,
+    SqliteStorage,
+    WorkerPool,
+    WorkerPoolContext,
+    every,
+)
 from durable_jobs._cli import main
 from durable_jobs.testing import TestClock
 from pg_server import postgres_dsn
@@ -63,3 +76,44 @@ def test_operator_commands_never_create_a_postgres_schema(
             "SELECT 1 FROM information_schema.schemata WHERE schema_name = %s", (schema,)
         ).fetchone()
     assert found is None
+
+
+async def explode(ctx: ContinuousContext[int]) -> Result[None, Exception]:
+    del ctx
+    raise RuntimeError("boom")
+
+
+broken = Continuous(name="broken", state=int, schedule=every("1 hour"), execute=explode)
+
+
+async def test_prune_deletes_old_dead_letters_and_failed_instances_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "jobs.db"
+    now = datetime.now(UTC)
+    clock = TestClock(now - timedelta(days=60))
+    storage = SqliteStorage(path)
+    engine = Engine(
+        jobs=[broken], storage=storage, clock=clock, defect_policy=DefectPolicy(max_retries=0)
+    )
+    await engine.client.continuous(broken).start("old", 1)
+    await clock.run_due()
+    clock.set(now - timedelta(days=1))
+    await engine.client.continuous(broken).start("new", 1)
+    await clock.run_due()
+    assert len(await engine.dead_letters()) == 2
+    await storage.close()
+
+    assert await cli(["prune", "--db", str(path)]) == 2  # nothing to prune: say what to give
+    command = ["prune", "--db", str(path), "--dead-letters-older-than", "30 days"]
+    assert await cli([*command, "--failed-older-than", "30 days"]) == 0
+    assert "pruned 1 dead letters and 1 failed instances" in capsys.readouterr().out
+
+    storage = SqliteStorage(path)
+    assert [letter.key.id for letter in await storage.dead_letters()] == ["new"]
+    assert [record.key.id for record in await storage.list_instances()] == ["new"]
+    await storage.close()
+
+
+async def cli(argv: list[str]) -> int:
+    return await asyncio.to_thread(main, argv)

@@ -299,3 +299,20 @@ async def test_a_rejected_operation_changes_nothing_on_disk(tmp_path: Path) -> N
         await client.add_json("b", "{not json")
     await engine.storage.close()
     assert dump() == before
+
+
+async def test_forgetting_event_ids_gives_the_space_back(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    storage = SqliteStorage(path)
+    for batch in range(10):
+        async with storage.instance(KEY) as tx:
+            for n in range(500):
+                tx.remember(f"event-{batch}-{n}-{'x' * 40}", T0)
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA auto_vacuum").fetchone() == (2,)  # incremental
+        grown = raw.execute("PRAGMA page_count").fetchone()[0]
+    assert await storage.forget_seen_before(T0 + timedelta(days=1)) == 5000
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA freelist_count").fetchone() == (0,)
+        assert raw.execute("PRAGMA page_count").fetchone()[0] < grown / 4
+    await storage.close()

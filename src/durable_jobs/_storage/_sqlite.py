@@ -399,6 +399,10 @@ def _pool_running(conn: sqlite3.Connection, pool: InstanceKey, lease_now: int) -
     return 0 if row is None else int(row[0])
 
 
+JOURNAL_SIZE_LIMIT: Final = 64 * 1024 * 1024
+"""The size (bytes) a checkpoint truncates the `-wal` file to when it grew larger."""
+
+
 def _create_private(path: Path) -> None:
     """
     Create the database file readable and writable by its owner only (0600): it holds
@@ -420,8 +424,14 @@ def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
         msg = f"cannot open the SQLite database {str(path)!r}: {exc}"
         raise StorageError(msg) from exc
     try:
+        if conn.execute("SELECT count(*) FROM sqlite_master").fetchone() == (0,):
+            # only possible before the first table: freed pages can then be given back to
+            # the file system (`incremental_vacuum`, after old event ids are forgotten)
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
+        # a checkpoint truncates the WAL back to this size: it does not stay at its peak
+        conn.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
     except BaseException:
         conn.close()
         raise
@@ -1006,7 +1016,12 @@ class _Writer:
 
     def forget_seen_before(self, cutoff_us: int) -> int:
         with _transaction(self.conn) as conn:
-            return conn.execute(_FORGET_SEEN, (cutoff_us,)).rowcount
+            forgotten = conn.execute(_FORGET_SEEN, (cutoff_us,)).rowcount
+        # give the freed pages back to the file system (a no-op unless auto_vacuum is
+        # incremental, as in every file this version created); executescript steps the
+        # pragma to its end, where execute would free one page only
+        self.conn.executescript("PRAGMA incremental_vacuum;")
+        return forgotten
 
 
 class _Reader:
