@@ -23,11 +23,17 @@ import pytest
 from durable_jobs import (
     Continuous,
     ContinuousContext,
+    Debounce,
+    DebounceEventContext,
+    DebounceExecuteContext,
     Engine,
     MemoryStorage,
     Ok,
     Result,
     SqliteStorage,
+    Task,
+    TaskEventContext,
+    TaskExecuteContext,
     WorkerPool,
     WorkerPoolContext,
     every,
@@ -237,3 +243,85 @@ async def test_a_hand_corrupted_postgres_row_is_parked(tmp_path: Path) -> None:
     assert (await feeds.status("b")).status == "failed"  # an unknown status reads as failed
     assert len(await engine.instances()) == 4
     await storage.close()
+
+
+@attrs.frozen
+class OldBag:
+    items: Any
+
+
+@attrs.frozen
+class Bag:
+    items: list[str]
+
+
+def old_fold(ctx: DebounceEventContext[OldFeed, OldBag]) -> OldBag:
+    return OldBag(items=ctx.event.tags)
+
+
+def new_fold(ctx: DebounceEventContext[OldFeed, Bag]) -> Bag:
+    return Bag(items=[*(ctx.state.items if ctx.state else ()), "x"])
+
+
+def old_keep(ctx: TaskEventContext[OldFeed, OldBag]) -> None:
+    ctx.set_state(OldBag(items=ctx.event.tags))
+
+
+def new_keep(ctx: TaskEventContext[OldFeed, Bag]) -> None:
+    ctx.set_state(Bag(items=[*(ctx.state.items if ctx.state else ()), "x"]))
+
+
+async def flush(ctx: DebounceExecuteContext[Any]) -> Result[None, Exception]:
+    ran.append(f"flush:{ctx.id}")
+    return Ok(None)
+
+
+async def execute(ctx: TaskExecuteContext[Any]) -> Result[None, Exception]:
+    ran.append(f"task:{ctx.id}")
+    return Ok(None)
+
+
+def debounce(fold: Any, state: type[object]) -> Any:
+    return Debounce(
+        name="digests", event=OldFeed, state=state, flush_after="1 minute", on_event=fold,
+        execute=flush,
+    )  # fmt: skip
+
+
+def task(keep: Any, state: type[object]) -> Any:
+    return Task(name="tasks", event=OldFeed, state=state, on_event=keep, execute=execute)
+
+
+async def test_old_debounce_and_task_states_are_parked_and_resumable() -> None:
+    ran.clear()
+    storage = MemoryStorage()
+    old_digests, old_tasks = debounce(old_fold, OldBag), task(old_keep, OldBag)
+    old = Engine(jobs=[old_digests, old_tasks], storage=storage, clock=TestClock())
+    for id, tags in (("bad", 5), ("good", ["a"])):
+        await old.client.debounce(old_digests).add(id, OldFeed(1, tags))
+        await old.client.task(old_tasks).send(id, OldFeed(1, tags))
+        await old.client.task(old_tasks).trigger(id)
+
+    clock = TestClock()
+    digests, tasks = debounce(new_fold, Bag), task(new_keep, Bag)
+    engine = Engine(jobs=[digests, tasks], storage=storage, clock=clock)
+    await clock.advance("2 minutes")
+    assert sorted(ran) == ["flush:good", "task:good"]
+    letters = await engine.dead_letters()
+    assert sorted((letter.key.kind.value, letter.key.id, letter.reason) for letter in letters) == [
+        ("debounce", "bad", "undecodable"),
+        ("task", "bad", "undecodable"),
+    ]
+    assert all("state.items" in letter.error for letter in letters)
+    assert (await engine.client.task(tasks).status("bad")).status == "failed"
+    # the parked batch is in its letter: a new event to that id opens a fresh batch
+    await engine.client.debounce(digests).add("bad", OldFeed(2))
+    assert await engine.client.debounce(digests).get_state("bad") == Bag(["x"])
+    # after a fix (a state class reading the old shape), resuming runs them
+    clock.detach(engine.run_due)
+    fixed = Engine(jobs=[old_digests, old_tasks], storage=storage, clock=clock)
+    for letter in letters:
+        await fixed.resume(letter.id)
+    ran.clear()
+    await clock.advance("2 minutes")
+    assert sorted(ran) == ["flush:bad", "flush:bad", "task:bad"]  # the new batch, the old
