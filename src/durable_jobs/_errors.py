@@ -19,6 +19,12 @@ The errors durable-jobs raises, as one tree::
     └── ExecutionError               user code raised where no retry is possible
                                      (a Task's `on_event`, a Debounce's `on_event`)
 
+No exception of a database driver reaches callers: each backend maps them in one place
+(`_storage/_sqlite.py: map_sqlite_errors`, `_storage/_postgres.py: map_driver_error`). A
+value the driver refuses becomes `ValidationError` (the data; retrying cannot help), any
+other driver error `StorageError` (often transient); the driver's exception is the
+`__cause__`.
+
 Errors of *your* jobs are not exceptions of this tree: `execute` returns `Err(e)` with
 your own type `E`, which reaches `should_retry` and `on_error` unchanged.
 """
