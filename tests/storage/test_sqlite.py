@@ -26,6 +26,7 @@ from durable_jobs._storage._interface import (
     InstanceStatus,
     JobKind,
     LeaseLostError,
+    QueueItem,
 )
 from durable_jobs._storage._sqlite import SCHEMA_VERSION
 from durable_jobs.testing import TestClock
@@ -315,4 +316,21 @@ async def test_forgetting_event_ids_gives_the_space_back(tmp_path: Path) -> None
     with sqlite3.connect(path) as raw:
         assert raw.execute("PRAGMA freelist_count").fetchone() == (0,)
         assert raw.execute("PRAGMA page_count").fetchone()[0] < grown / 4
+    await storage.close()
+
+
+@pytest.mark.parametrize(
+    ("event_id", "priority"), [("e", 2**63), ("\ud800", 0)], ids=["int64", "surrogate"]
+)
+async def test_data_the_driver_refuses_is_a_validation_error(
+    tmp_path: Path, event_id: str, priority: int
+) -> None:
+    # the data boundary refuses these before any write; the storage maps them anyway
+    storage = SqliteStorage(tmp_path / "jobs.db")
+    pool = InstanceKey(JobKind.WORKER_POOL, "pool", "pool")
+    item = QueueItem(event_id=event_id, event=None, priority=priority, enqueued_at=T0)
+    with pytest.raises(ValidationError, match=r"SQLite database .* cannot store a value"):
+        await storage.push_items(pool, [item], now=T0)
+    ok = QueueItem(event_id="ok", event=None, enqueued_at=T0)
+    assert await storage.push_items(pool, [ok], now=T0) == [True]  # no lock left behind
     await storage.close()
