@@ -82,6 +82,7 @@ async def test_corrupt_state_of_one_instance_does_not_hide_the_others(tmp_path: 
     with sqlite3.connect(path) as raw:
         raw.execute("UPDATE instances SET state = '{oops' WHERE id = 'a'")
         raw.execute("UPDATE instances SET status = 'zombie' WHERE id = 'a'")
+        raw.execute("UPDATE instances SET updated_at = 'yesterday' WHERE id = 'a'")
     storage = SqliteStorage(path)
     # the row reads, noted as unreadable, with its text as a stand-in: the runtime parks it
     broken = await storage.read(KEY)
@@ -91,6 +92,7 @@ async def test_corrupt_state_of_one_instance_does_not_hide_the_others(tmp_path: 
     assert broken.unreadable is not None
     assert "state: invalid JSON" in broken.unreadable
     assert "unknown status" in broken.unreadable
+    assert "updated_at: not a time" in broken.unreadable
     assert await storage.read(other) == record(1, other)
     assert len(await storage.list_instances()) == 2
     async with storage.instance(KEY) as tx:  # saving keeps the stored text for repair

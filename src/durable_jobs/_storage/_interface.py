@@ -104,8 +104,9 @@ class InstanceRecord:
     Set when the backend could not read part of the stored row (JSON that does not parse,
     an unknown status, a garbled time): what and why, e.g. `state: invalid JSON (...)`.
     The fields it names hold a stand-in (JSON text that does not parse is given as a JSON
-    string; a status this version does not know reads as `FAILED`). The runtime parks
-    such an instance at once. Saving a record whose `unreadable` is set rewrites neither
+    string; a status this version does not know reads as `FAILED`; a time or counter that
+    is not an integer reads as None, the epoch or 1). A worker that claims such an
+    instance parks it at once. Saving a record whose `unreadable` is set rewrites neither
     `state` nor `meta`: the stored text stays as it was, for an operator to repair.
     """
 

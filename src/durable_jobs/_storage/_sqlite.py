@@ -210,6 +210,27 @@ def _load_v1(text: str, what: str) -> JsonValue:
     return value
 
 
+def _time_or_note(value: object, column: str, problems: list[str]) -> datetime | None:
+    """A stored time; a value that is not integer microseconds is noted and read as None."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return _when(value)
+        except OverflowError:
+            pass
+    problems.append(f"{column}: not a time ({truncate(repr(value))})")
+    return None
+
+
+def _int_or_note(value: object, column: str, problems: list[str]) -> int:
+    """A stored counter; a value that is not an integer is noted and read as 1."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    problems.append(f"{column}: not an integer ({truncate(repr(value))})")
+    return 1
+
+
 def _unreadable(problems: list[str]) -> str | None:
     return "; ".join(problems) if problems else None
 
@@ -249,13 +270,13 @@ def _record_of(row: _RecordRow, now_us: int) -> InstanceRecord:
         status=_lenient_status(status, problems),
         state=_load(state, "state", problems),
         meta=_load(meta, "meta", problems),
-        alarm_at=_when_or_none(alarm),
-        attempt=attempt,
-        retry_started_at=_when_or_none(retry_started),
-        defects=defects,
-        last_error=last_error,
-        created_at=_when(created),
-        updated_at=_when(updated),
+        alarm_at=_time_or_note(alarm, "alarm_at", problems),
+        attempt=_int_or_note(attempt, "attempt", problems),
+        retry_started_at=_time_or_note(retry_started, "retry_started_at", problems),
+        defects=_int_or_note(defects, "defects", problems),
+        last_error=None if last_error is None else str(last_error),
+        created_at=_time_or_note(created, "created_at", problems) or _EPOCH,
+        updated_at=_time_or_note(updated, "updated_at", problems) or _EPOCH,
         lease=_live_lease(token, expires, now_us),
         unreadable=_unreadable(problems),
     )
