@@ -189,7 +189,7 @@ async def test_a_hand_corrupted_sqlite_row_is_parked_and_the_cli_keeps_working(
     with sqlite3.connect(path) as raw:
         raw.execute("UPDATE instances SET state = '{oops' WHERE id = 'a'")
         raw.execute("UPDATE instances SET status = 'zombie' WHERE id = 'b'")
-        raw.execute("UPDATE items SET event = '[1,' WHERE event_id = 'm'")
+        raw.execute("UPDATE items SET event = '[1,', enqueued_at = 'x' WHERE event_id = 'm'")
     # the CLI reads every row, even broken ones, before and after the worker parks them
     assert await cli(["status", "--db", str(path)]) == 0
     assert await cli(["inspect", "feeds", "a", "--db", str(path)]) == 0

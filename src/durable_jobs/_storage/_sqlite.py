@@ -323,15 +323,15 @@ def _item_of(row: _ItemRow, what: str, now_us: int) -> QueueItem:
     return QueueItem(
         event_id=event_id,
         event=_load(event, "event", problems),
-        priority=priority,
-        partition_key=partition_key,
-        enqueued_at=_when(enqueued),
+        priority=_int_or_note(priority, "priority", problems),
+        partition_key=None if partition_key is None else str(partition_key),
+        enqueued_at=_time_or_note(enqueued, "enqueued_at", problems) or _EPOCH,
         seq=seq,
-        available_at=_when_or_none(available),
-        attempt=attempt,
-        retry_started_at=_when_or_none(retry_started),
-        defects=defects,
-        last_error=last_error,
+        available_at=_time_or_note(available, "available_at", problems),
+        attempt=_int_or_note(attempt, "attempt", problems),
+        retry_started_at=_time_or_note(retry_started, "retry_started_at", problems),
+        defects=_int_or_note(defects, "defects", problems),
+        last_error=None if last_error is None else str(last_error),
         lease=_live_lease(token, expires, now_us),
         unreadable=_unreadable(problems),
     )
@@ -1099,8 +1099,8 @@ class _Reader:
                     event=_load(event, "event", problems),
                     error=error,
                     reason=reason,
-                    attempts=attempts,
-                    at=_when(at),
+                    attempts=_int_or_note(attempts, "attempts", problems),
+                    at=_time_or_note(at, "at", problems) or _EPOCH,
                 )
             )
         return letters
