@@ -242,6 +242,10 @@ async def test_a_hand_corrupted_postgres_row_is_parked(tmp_path: Path) -> None:
     assert letters == {"a": "undecodable", "pool": "undecodable"}
     assert (await feeds.status("b")).status == "failed"  # an unknown status reads as failed
     assert len(await engine.instances()) == 4
+    where = ["--dsn", postgres_dsn(), "--schema", schema]
+    for command in (["status"], ["inspect", "feeds", "a"], ["inspect", "feeds", "b"]):
+        assert await cli([*command, *where]) == 0
+    assert await cli(["dead-letters", "list", *where]) == 0
     await storage.close()
 
 
