@@ -311,6 +311,9 @@ class Worker:
                 await park(self._services, work, bad)
             except LeaseLostError as lost:
                 self._report(run, str(lost))
+            except Exception:
+                # the storage failed: the lease expires and the next claim parks it again
+                logger.exception("parking %s:%s:%s failed", *_names(run.key))
         except LeaseLostError as lost:
             self._report(run, str(lost))
         except asyncio.CancelledError:
@@ -340,6 +343,10 @@ class Worker:
                 reason=why,
             )
         )
+
+
+def _names(key: InstanceKey) -> tuple[str, str, str]:
+    return (key.kind.value, key.job, key.id)
 
 
 async def _wait(task: asyncio.Task[None]) -> None:
