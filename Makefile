@@ -25,7 +25,7 @@ typecheck: $(BIN)/.installed
 	$(BIN)/pyright docs/examples
 
 typing-suite: $(BIN)/.installed
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest typing_tests -q --mypy-ini-file=typing_tests/mypy-cases.ini
+	$(BIN)/pytest typing_tests -q
 
 test: $(BIN)/.installed
 	$(BIN)/pytest tests -q
