@@ -24,7 +24,7 @@ from ._services import DefectPolicy, RegisteredJob, Services
 
 
 if TYPE_CHECKING:
-    from .._definitions._base import JobDefinition
+    from .._definitions._base import Registrable
 
 R = TypeVar("R", default=None)
 
@@ -47,14 +47,16 @@ class Engine(Generic[R]):
 
     Type parameters:
         R: the type of `deps`. Every job's requirement must be a supertype of it, so a job
-            needing a dependency the engine lacks is a type error at `Engine(...)`.
+            needing a dependency the engine lacks is a type error at `Engine(...)`. Jobs
+            are taken as `Registrable[R]` (structurally), so jobs needing different
+            dependency Protocols share one engine whose `deps` satisfies them all.
     """
 
     @overload
     def __init__(
         self: "Engine[None]",
         *,
-        jobs: "Sequence[JobDefinition[None]]",
+        jobs: "Sequence[Registrable[None]]",
         storage: Storage | None = None,
         clock: Clock | None = None,
         observers: Sequence[Observer] = (),
@@ -68,7 +70,7 @@ class Engine(Generic[R]):
     def __init__(
         self,
         *,
-        jobs: "Sequence[JobDefinition[R]]",
+        jobs: "Sequence[Registrable[R]]",
         deps: R,
         storage: Storage | None = None,
         clock: Clock | None = None,
@@ -83,7 +85,7 @@ class Engine(Generic[R]):
         self,
         *,
         # the overloads above are the typed surface; this implementation serves both
-        jobs: "Sequence[JobDefinition[Any]]",
+        jobs: "Sequence[Registrable[Any]]",
         deps: Any = None,
         storage: Storage | None = None,
         clock: Clock | None = None,
@@ -311,7 +313,7 @@ class Engine(Generic[R]):
 
 
 def _register_all(
-    jobs: "Sequence[JobDefinition[R]]", deps: R, services: Services
+    jobs: "Sequence[Registrable[R]]", deps: R, services: Services
 ) -> list[RegisteredJob]:
     registered: list[RegisteredJob] = []
     for job in jobs:
