@@ -7,6 +7,7 @@ import attrs
 from .._contexts import ExecutionInfo
 from .._errors import ValidationError
 from .._storage._interface import InstanceKey, InstanceRecord, InstanceTransaction, JobKind
+from .._type_forms import is_instance, type_name
 
 
 def instance_name(key: InstanceKey) -> str:
@@ -49,8 +50,8 @@ def key_of(kind: JobKind, job: str, id: str) -> InstanceKey:
 
 def require_instance(field: str, value: object, cls: type) -> None:
     """Runtime guard for data that bypassed the type checker: `value` must be a `cls`."""
-    if not isinstance(value, cls):
-        raise ValidationError(field, f"expected {cls.__qualname__}, got {value!r}")
+    if not is_instance(value, cls):  # `cls` may be a type form such as list[int]
+        raise ValidationError(field, f"expected {type_name(cls)}, got {value!r}")
 
 
 def _require_id(value: object) -> None:
