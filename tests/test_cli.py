@@ -3,6 +3,7 @@
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +26,9 @@ from durable_jobs import (
 )
 from durable_jobs._cli import main
 from durable_jobs.testing import TestClock
+
+
+V1_SQLITE = Path(__file__).resolve().parent / "data" / "schema_v1" / "jobs.sqlite"
 
 
 class Rejected(Exception):
@@ -108,10 +112,13 @@ def test_dead_letters_list_show_resume_discard(
     shown = json.loads(capsys.readouterr().out)
     assert (shown["job"], shown["instance"], shown["state"]) == ("feed", "a", "x")
     assert main(["dead-letters", "resume", "--db", str(db), letter_id]) == 0
-    assert "recreated: debounce feed a" in capsys.readouterr().out
+    assert "requeued: debounce feed a" in capsys.readouterr().out
     assert main(["dead-letters", "discard", "--db", str(db), letter_id]) == 3
     assert main(["inspect", "--db", str(db), "feed", "a"]) == 0
-    assert json.loads(capsys.readouterr().out)["state"] == "x"
+    # the failed batch is back in the id's chain, sealed, due now; no batch is open
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["state"] is None
+    assert [batch["event_count"] for batch in shown["meta"]["queued"]] == [1]
 
 
 def test_unreadable_database_exits_4(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -182,3 +189,36 @@ def test_worker_runs_alarms_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None
     assert worker.returncode == 0, err
     assert "serving ticker" in err
     assert "stopping after in-flight work" in err
+
+
+def test_an_old_database_is_refused_until_migrated(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "old.db"
+    shutil.copyfile(V1_SQLITE, db)
+    assert main(["status", "--db", str(db)]) == 4
+    refused = capsys.readouterr().err
+    assert "durable-jobs migrate" in refused
+    assert main(["migrate", "--db", str(db)]) == 0
+    assert "schema version 1 -> 2: migrated" in capsys.readouterr().out
+    assert main(["migrate", "--db", str(db)]) == 0
+    assert "schema version 2: up to date" in capsys.readouterr().out
+    assert main(["status", "--db", str(db)]) == 0
+    assert main(["migrate", "--db", str(tmp_path / "absent.db")]) == 4
+
+
+def test_a_worker_stops_on_a_database_it_must_not_run_against(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    shutil.copyfile(V1_SQLITE, db)
+    (tmp_path / "tick_app.py").write_text(textwrap.dedent(APP.format(db=str(db))))
+    worker = subprocess.run(
+        [sys.executable, "-m", "durable_jobs", "worker", "tick_app:engine"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert worker.returncode == 4, worker.stderr
+    assert "durable-jobs migrate" in worker.stderr

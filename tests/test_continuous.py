@@ -1,5 +1,13 @@
-"""Continuous jobs through the public client, driven by TestClock (SPEC §4 and §5)."""
+"""
+Continuous jobs through the public client, driven by TestClock (SPEC §4 and §5).
 
+Client calls (`start`, `trigger`, `terminate`) only store what they ask for; a worker runs
+`execute`. Here the worker is the engine's own, driven by `clock.run_due()` /
+`clock.advance(...)`, and what a run came to is read from observer events and `status`.
+"""
+
+import asyncio
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -11,12 +19,10 @@ from durable_jobs import (
     Backoff,
     Continuous,
     ContinuousContext,
-    Defect,
     DefectPolicy,
     Engine,
     Err,
     ErrorContext,
-    FailedFinally,
     FailureReason,
     InstanceKey,
     JobEvent,
@@ -25,10 +31,7 @@ from durable_jobs import (
     Ok,
     Result,
     Retry,
-    RetryScheduled,
     Schedule,
-    Succeeded,
-    Terminated,
     ValidationError,
     cron,
     every,
@@ -37,6 +40,8 @@ from durable_jobs.testing import TestClock
 
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+GUARD = 10.0
+"""Seconds a test waits at most for a run it expects (a hang guard, not a timing check)."""
 
 
 @attrs.frozen
@@ -135,6 +140,11 @@ def fixed(seconds: int, max_attempts: int = 3) -> Retry[SyncError]:
     return Retry(max_attempts=max_attempts, delay=Backoff.fixed(seconds), jitter=False)
 
 
+def failures(events: list[JobEvent]) -> list[JobEvent]:
+    """The `job.failed` events: each failed execution, whether and when it is retried."""
+    return [e for e in events if e.type == "job.failed"]
+
+
 # --- happy path -------------------------------------------------------------------------
 
 
@@ -146,13 +156,14 @@ async def test_start_runs_at_once_then_every_interval(clock: TestClock) -> None:
     started = await client.start("a", Counter(0))
 
     assert started.created
-    assert isinstance(started.outcome, Succeeded)
-    assert started.next_run_at == T0 + timedelta(minutes=10)
+    assert started.next_run_at == T0  # due now: a worker runs it, not the caller
+    assert rec.calls == []
+    await clock.run_due()
     assert rec.calls == [Call(T0, 1, False, 1, Counter(0))]
     assert await client.get_state("a") == Counter(1)
     status = await client.status("a")
     assert (status.status, status.run_count, status.next_run_at, status.attempt) == (
-        "running",
+        "scheduled",
         1,
         T0 + timedelta(minutes=10),
         1,
@@ -180,12 +191,16 @@ async def test_start_not_immediately_waits_for_the_schedule(clock: TestClock) ->
     started = await client.start("a", Counter(5))
 
     assert started.created
-    assert started.outcome is None
     assert started.next_run_at == T0 + timedelta(hours=1)
+    await clock.run_due()
     assert rec.calls == []
     assert await client.get_state("a") == Counter(5)
     status = await client.status("a")
-    assert (status.status, status.run_count) == ("running", 0)
+    assert (status.status, status.run_count, status.next_run_at) == (
+        "scheduled",
+        0,
+        T0 + timedelta(hours=1),
+    )
 
     await clock.advance("59 minutes")
     assert rec.calls == []
@@ -202,7 +217,9 @@ async def test_cron_schedule_runs_at_matching_times() -> None:
 
     started = await client.start("a", Counter(0))
 
-    assert started.next_run_at == datetime(2026, 1, 1, 0, 15, tzinfo=UTC)
+    assert started.next_run_at == datetime(2026, 1, 1, 0, 7, tzinfo=UTC)  # due now
+    await clock.run_due()
+    assert (await client.status("a")).next_run_at == datetime(2026, 1, 1, 0, 15, tzinfo=UTC)
     await clock.advance("30 minutes")  # to 00:37
     assert [c.at for c in rec.calls] == [
         datetime(2026, 1, 1, 0, 7, tzinfo=UTC),
@@ -257,7 +274,6 @@ async def test_starting_an_existing_id_changes_nothing(clock: TestClock) -> None
     again = await client.start("a", Counter(100))
 
     assert not again.created
-    assert again.outcome is None
     assert again.next_run_at == T0 + timedelta(minutes=10)
     assert len(rec.calls) == 1
     assert await client.get_state("a") == Counter(1)
@@ -286,7 +302,9 @@ async def test_trigger_runs_now_without_moving_the_schedule(clock: TestClock) ->
     triggered = await client.trigger("a")
 
     assert triggered.triggered
-    assert isinstance(triggered.outcome, Succeeded)
+    assert not triggered.after_current_run
+    assert len(rec.calls) == 1  # the trigger made a run due; the worker runs it
+    await clock.run_due()
     assert rec.calls[-1] == Call(T0 + timedelta(minutes=3), 1, False, 2, Counter(1))
     assert (await client.status("a")).next_run_at == T0 + timedelta(minutes=10)
     await clock.advance("7 minutes")
@@ -308,8 +326,8 @@ async def test_trigger_and_terminate_never_create_an_instance(clock: TestClock) 
     terminated = await client.terminate("missing")
 
     assert not triggered.triggered
-    assert triggered.outcome is None
     assert not terminated.terminated
+    await clock.run_due()
     assert rec.calls == []
     assert await storage.list_instances() == []
     assert (await client.status("missing")).status == "not_found"
@@ -323,6 +341,7 @@ async def test_terminate_through_the_client_purges(clock: TestClock) -> None:
     engine = Engine(jobs=[job], storage=storage, clock=clock, observers=[events.append])
     client = engine.client.continuous(job)
     await client.start("a", Counter(0))
+    await clock.run_due()
 
     result = await client.terminate("a", reason="retired")
 
@@ -359,13 +378,18 @@ async def test_ctx_terminate_in_execute_purges_without_on_error(clock: TestClock
     assert [(e.id, e.reason) for e in terminated] == [("a", "enough")]
 
 
-async def test_ctx_terminate_outcome_is_reported_by_trigger(clock: TestClock) -> None:
+async def test_ctx_terminate_in_a_triggered_run_is_reported(clock: TestClock) -> None:
+    events: list[JobEvent] = []
     job, _ = make(["ok", "terminate"])
-    engine = Engine(jobs=[job], storage=MemoryStorage(), clock=clock)
+    engine = Engine(jobs=[job], storage=MemoryStorage(), clock=clock, observers=[events.append])
     client = engine.client.continuous(job)
     await client.start("a", Counter(0))
-    triggered = await client.trigger("a")
-    assert triggered.outcome == Terminated(reason="enough")
+    await clock.run_due()
+    assert (await client.trigger("a")).triggered
+    await clock.run_due()
+    assert [(e.type, e.reason) for e in events if e.type == "job.terminated"] == [
+        ("job.terminated", "enough")
+    ]
     assert (await client.status("a")).status == "not_found"
 
 
@@ -377,6 +401,7 @@ async def test_ok_after_a_retry_commits_state_and_resets_the_attempt(clock: Test
     engine = Engine(jobs=[job], storage=MemoryStorage(), clock=clock)
     client = engine.client.continuous(job)
     await client.start("a", Counter(0))
+    await clock.run_due()
     assert (await client.status("a")).attempt == 2
 
     await clock.advance(5)
@@ -387,7 +412,7 @@ async def test_ok_after_a_retry_commits_state_and_resets_the_attempt(clock: Test
     ]
     status = await client.status("a")
     assert (status.status, status.attempt, status.last_error, status.run_count) == (
-        "running",
+        "scheduled",
         1,
         None,
         1,
@@ -403,16 +428,17 @@ async def test_ok_after_a_retry_commits_state_and_resets_the_attempt(clock: Test
 
 
 async def test_err_with_retry_discards_state_and_sets_the_exact_alarm(clock: TestClock) -> None:
+    events: list[JobEvent] = []
     job, rec = make(["err"], retry=fixed(7, max_attempts=5))
-    engine = Engine(jobs=[job], storage=MemoryStorage(), clock=clock)
+    engine = Engine(jobs=[job], storage=MemoryStorage(), clock=clock, observers=[events.append])
     client = engine.client.continuous(job)
 
-    started = await client.start("a", Counter(0))
+    await client.start("a", Counter(0))
+    await clock.run_due()
 
-    assert started.outcome == RetryScheduled(
-        attempt=1, retry_at=T0 + timedelta(seconds=7), error="SyncError: 503"
-    )
-    assert started.next_run_at == T0 + timedelta(seconds=7)
+    assert [(e.type, e.attempt, e.will_retry, e.retry_at, e.error) for e in failures(events)] == [
+        ("job.failed", 1, True, T0 + timedelta(seconds=7), "SyncError: 503")
+    ]
     assert await client.get_state("a") == Counter(0)
     status = await client.status("a")
     assert (status.status, status.attempt, status.next_run_at, status.last_error) == (
@@ -455,8 +481,10 @@ async def test_default_jitter_spreads_the_delay_by_ten_percent(
     retry: Retry[SyncError] = Retry(max_attempts=2, delay=Backoff.fixed(10))
     job, _ = make(["err"], retry=retry)
     engine = Engine(jobs=[job], storage=MemoryStorage(), clock=clock, random=lambda: random)
-    started = await engine.client.continuous(job).start("a", Counter(0))
-    assert started.next_run_at == T0 + timedelta(seconds=seconds)
+    client = engine.client.continuous(job)
+    await client.start("a", Counter(0))
+    await clock.run_due()
+    assert (await client.status("a")).next_run_at == T0 + timedelta(seconds=seconds)
 
 
 async def test_max_attempts_three_means_exactly_three_runs(clock: TestClock) -> None:
@@ -512,17 +540,17 @@ async def test_final_failure_gives_on_error_the_same_error_then_purges(clock: Te
 
 
 async def test_no_retry_is_final_after_one_run(clock: TestClock) -> None:
+    events: list[JobEvent] = []
     job, rec = make(["err"])
-    engine = Engine(jobs=[job], storage=MemoryStorage(), clock=clock)
+    storage = MemoryStorage()
+    engine = Engine(jobs=[job], storage=storage, clock=clock, observers=[events.append])
     client = engine.client.continuous(job)
-    started = await client.start("a", Counter(0))
-    assert started.outcome == FailedFinally(
-        attempts=1,
-        reason="no_retry",
-        error="SyncError: 503",
-        rescheduled_at=None,
-        dead_lettered=False,
-    )
+    await client.start("a", Counter(0))
+    await clock.advance("1 day")
+    assert [(e.type, e.attempt, e.will_retry, e.reason, e.error) for e in failures(events)] == [
+        ("job.failed", 1, False, "no_retry", "SyncError: 503")
+    ]
+    assert await storage.dead_letters() == []  # on_error handled it
     assert len(rec.calls) == 1
     assert [(h.error, h.reason, h.attempts) for h in rec.handled] == [
         (rec.returned[0], "no_retry", 1)
@@ -582,14 +610,12 @@ async def test_on_error_reschedule_keeps_the_instance(clock: TestClock) -> None:
     engine = Engine(jobs=[job], storage=storage, clock=clock)
     client = engine.client.continuous(job)
 
-    started = await client.start("a", Counter(3))
+    await client.start("a", Counter(3))
+    await clock.run_due()
 
-    assert isinstance(started.outcome, FailedFinally)
-    assert started.outcome.rescheduled_at == T0 + timedelta(hours=1)
-    assert not started.outcome.dead_lettered
     status = await client.status("a")
     assert (status.status, status.next_run_at, status.attempt) == (
-        "running",
+        "scheduled",
         T0 + timedelta(hours=1),
         1,
     )
@@ -606,12 +632,16 @@ async def test_on_error_terminate_purges_without_dead_letter(clock: TestClock) -
     def give_up(e: SyncError, ctx: ErrorContext[Counter]) -> None:
         ctx.terminate("gave up")
 
+    events: list[JobEvent] = []
     job, _ = make(["err"], on_error=give_up)
     storage = MemoryStorage()
-    engine = Engine(jobs=[job], storage=storage, clock=clock)
+    engine = Engine(jobs=[job], storage=storage, clock=clock, observers=[events.append])
     client = engine.client.continuous(job)
-    started = await client.start("a", Counter(0))
-    assert started.outcome == Terminated(reason="gave up")
+    await client.start("a", Counter(0))
+    await clock.run_due()
+    assert [(e.type, e.reason) for e in events if e.type == "job.terminated"] == [
+        ("job.terminated", "gave up")
+    ]
     assert (await client.status("a")).status == "not_found"
     assert await storage.list_instances() == []
     assert await storage.dead_letters() == []
@@ -630,11 +660,12 @@ async def test_defect_is_retried_by_the_policy_then_parked(clock: TestClock) -> 
     )
     client = engine.client.continuous(job)
 
-    started = await client.start("a", Counter(2))
+    await client.start("a", Counter(2))
+    await clock.run_due()
 
-    assert isinstance(started.outcome, Defect)
-    assert started.outcome.retry_at == T0 + timedelta(seconds=5)
-    assert not started.outcome.parked
+    assert [(e.defect, e.will_retry, e.retry_at) for e in failures(events)] == [
+        (True, True, T0 + timedelta(seconds=5))
+    ]
     assert (await client.status("a")).status == "retrying"
     await clock.advance(5)
     assert len(rec.calls) == 2
@@ -681,7 +712,7 @@ async def test_defect_retry_keeps_the_run_number_and_recovers(clock: TestClock) 
         (timedelta(seconds=5), 1, Counter(0)),
     ]
     status = await client.status("a")
-    assert (status.status, status.run_count, status.last_error) == ("running", 1, None)
+    assert (status.status, status.run_count, status.last_error) == ("scheduled", 1, None)
     assert await client.get_state("a") == Counter(1)
 
 
@@ -690,15 +721,20 @@ async def test_on_error_raising_parks_the_instance(clock: TestClock) -> None:
         msg = "handler broke"
         raise ValueError(msg)
 
+    events: list[JobEvent] = []
     job, _ = make(["err"], on_error=broken)
     storage = MemoryStorage()
-    engine = Engine(jobs=[job], storage=storage, clock=clock)
+    engine = Engine(jobs=[job], storage=storage, clock=clock, observers=[events.append])
     client = engine.client.continuous(job)
 
-    started = await client.start("a", Counter(1))
+    await client.start("a", Counter(1))
+    await clock.run_due()
 
-    assert isinstance(started.outcome, Defect)
-    assert started.outcome.parked
+    # the E failure goes to on_error, whose exception parks the instance (no retry)
+    assert [(e.type, e.reason) for e in events if e.type != "job.started"] == [
+        ("job.failed", "no_retry"),
+        ("job.dead_lettered", "defect"),
+    ]
     status = await client.status("a")
     assert status.status == "failed"
     assert status.last_error is not None
@@ -741,3 +777,154 @@ async def test_observer_sees_retries_and_exhaustion(clock: TestClock) -> None:
         ("job.retry_exhausted", 2, "SyncError: 503", None, None, "max_attempts"),
     ]
     assert "job.executed" not in [e.type for e in events]
+
+
+# --- client calls during a run ----------------------------------------------------------
+
+
+@attrs.define
+class Gate:
+    """An async `execute` that waits until the test lets it finish (or cancels it)."""
+
+    entered: asyncio.Event = attrs.field(factory=asyncio.Event)
+    release: asyncio.Event = attrs.field(factory=asyncio.Event)
+    calls: list[tuple[datetime, int]] = attrs.field(factory=list[tuple[datetime, int]])
+    cancelled: list[int] = attrs.field(factory=list[int])
+
+    async def execute(self, ctx: ContinuousContext[Counter]) -> Result[None, SyncError]:
+        self.calls.append((ctx.now, ctx.run_count))
+        self.entered.set()
+        try:
+            await self.release.wait()
+        except asyncio.CancelledError:
+            self.cancelled.append(ctx.run_count)
+            raise
+        ctx.update_state(lambda s: Counter(s.n + 1))
+        return Ok(None)
+
+
+async def test_trigger_during_a_run_queues_exactly_one_run_right_after_it(
+    clock: TestClock,
+) -> None:
+    """
+    Triggers while a run is in progress return at once and queue one more run (however
+    many arrive), which starts right after the run ends; the schedule is not moved.
+
+    On the old release `start` ran the first run itself, inside the call, and a run held the
+    instance, so `trigger` waited for it and then ran `execute` in the caller: here `start`
+    never returns (the guard fails it).
+    """
+    gate = Gate()
+    job = Continuous(
+        name="gated", state=Counter, schedule=every("10 minutes"), execute=gate.execute
+    )
+    engine = Engine(jobs=[job], storage=MemoryStorage(), clock=clock)
+    client = engine.client.continuous(job)
+    await asyncio.wait_for(client.start("a", Counter(0)), GUARD)  # it never runs execute
+    worker = asyncio.create_task(clock.run_due())
+    await asyncio.wait_for(gate.entered.wait(), GUARD)
+    assert (await client.status("a")).status == "running"
+
+    # the calls return while the run waits (the guard turns a call that waits into a failure)
+    first = await asyncio.wait_for(client.trigger("a"), GUARD)
+    second = await asyncio.wait_for(client.trigger("a"), GUARD)
+
+    assert (first.triggered, first.after_current_run) == (True, True)
+    assert (second.triggered, second.after_current_run) == (True, True)
+    assert gate.calls == [(T0, 1)]
+    gate.release.set()
+    await asyncio.wait_for(worker, GUARD)
+    assert gate.calls == [(T0, 1), (T0, 2)]
+    assert await client.get_state("a") == Counter(2)
+    status = await client.status("a")
+    assert (status.status, status.run_count, status.next_run_at) == (
+        "scheduled",
+        2,
+        T0 + timedelta(minutes=10),
+    )
+    await clock.run_due()
+    assert len(gate.calls) == 2
+
+
+async def test_terminate_during_an_async_run_cancels_it_and_discards_it(clock: TestClock) -> None:
+    """
+    `terminate` during an async run purges the instance at once; the run is cancelled, its
+    result never written, and `job.lease_lost` reports it.
+
+    The lease is an hour, so the worker learns of the terminate from the call itself, not
+    from a renewal. On the old release `start` ran the run inside the call (here: it never
+    returns), a run held the instance so `terminate` waited for it, and there was no
+    `job.lease_lost`.
+    """
+    events: list[JobEvent] = []
+    gate = Gate()
+    job = Continuous(
+        name="gated", state=Counter, schedule=every("10 minutes"), execute=gate.execute
+    )
+    storage = MemoryStorage()
+    engine = Engine(
+        jobs=[job], storage=storage, clock=clock, observers=[events.append], lease="1 hour"
+    )
+    client = engine.client.continuous(job)
+    await asyncio.wait_for(client.start("a", Counter(0)), GUARD)  # it never runs execute
+    worker = asyncio.create_task(clock.run_due())
+    await asyncio.wait_for(gate.entered.wait(), GUARD)
+    assert (await client.status("a")).status == "running"
+
+    terminated = await asyncio.wait_for(client.terminate("a", reason="retired"), GUARD)
+
+    assert terminated.terminated
+    assert (await client.status("a")).status == "not_found"
+    await asyncio.wait_for(worker, GUARD)  # the run ends without being released: cancelled
+    assert gate.cancelled == [1]
+    assert [e.type for e in events if e.type != "job.started"] == [
+        "job.terminated",
+        "job.lease_lost",
+    ]
+    assert await storage.list_instances() == []
+    assert await client.get_state("a") is None
+    await clock.advance("1 hour")
+    assert len(gate.calls) == 1
+
+
+async def test_terminate_during_a_sync_run_refuses_its_result(clock: TestClock) -> None:
+    """
+    A sync run cannot be stopped: it goes on after `terminate`, and its finish is refused
+    (`job.lease_lost`); the purged instance is not brought back by its result.
+
+    On the old release the run happened inside `start`, on the loop, and its result was
+    applied (`job.executed`) before `terminate` could even be called.
+    """
+    events: list[JobEvent] = []
+    entered = threading.Event()
+    release = threading.Event()
+    calls: list[int] = []
+
+    def execute(ctx: ContinuousContext[Counter]) -> Result[None, SyncError]:
+        calls.append(ctx.run_count)
+        entered.set()
+        release.wait(GUARD)
+        ctx.set_state(Counter(99))
+        return Ok(None)
+
+    job = Continuous(name="blocking", state=Counter, schedule=every("10 minutes"), execute=execute)
+    storage = MemoryStorage()
+    engine = Engine(jobs=[job], storage=storage, clock=clock, observers=[events.append])
+    client = engine.client.continuous(job)
+    await asyncio.wait_for(client.start("a", Counter(0)), GUARD)  # it never runs execute
+    worker = asyncio.create_task(clock.run_due())
+    assert await asyncio.to_thread(entered.wait, GUARD)
+    assert (await client.status("a")).status == "running"
+
+    assert (await asyncio.wait_for(client.terminate("a"), GUARD)).terminated
+
+    assert (await client.status("a")).status == "not_found"
+    release.set()
+    await asyncio.wait_for(worker, GUARD)
+    assert calls == [1]
+    assert [e.type for e in events if e.type != "job.started"] == [
+        "job.terminated",
+        "job.lease_lost",
+    ]
+    assert await storage.list_instances() == []
+    assert await client.get_state("a") is None

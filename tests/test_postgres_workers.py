@@ -28,7 +28,8 @@ async def test_three_workers_one_killed_lose_nothing_and_never_overlap(
     seed = int(os.environ.get("CRASH_SEED", random.randrange(1 << 30)))
     rng = random.Random(seed)
     dsn, schema, sink = postgres_dsn(), f"w_{uuid.uuid4().hex}", tmp_path / "sink.db"
-    # `max_events` flushes run in the process that adds: this one writes to the sink too.
+    # every flush runs on a worker (the feeding client runs no user code), but set the sink
+    # anyway: were one to run here, its rows would show up and fail the checks
     monkeypatch.setenv("CRASH_SINK", str(sink))
     workers = Workers(storage=f"postgres:{dsn}", sink=sink, logs=tmp_path, schema=schema)
     storage = PostgresStorage(dsn, schema=schema, pool_size=24)

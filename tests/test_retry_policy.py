@@ -3,8 +3,10 @@ The runner's retry, error and defect semantics (SPEC §5), seen through the publ
 
 Most scenarios use a Debounce job whose batch is flushed by hand at a known instant (so
 attempt 1 starts at `T0`) and whose retries then run on alarms as `TestClock` advances.
-Every execution records its attempt number and start time, so the retry delays can be
-read off exactly.
+Every execution records its attempt number, start time and batch, so the retry delays can
+be read off exactly. Client calls only make work due: what an execution came to is
+observed as a user would, through observer `JobEvent`s, `status`, dead letters and the
+executions recorded here.
 """
 
 import asyncio
@@ -24,20 +26,16 @@ from durable_jobs import (
     Debounce,
     DebounceClient,
     DebounceExecuteContext,
-    Defect,
     DefectPolicy,
     Engine,
     Err,
     ErrorContext,
-    FailedFinally,
     JobEvent,
     MemoryStorage,
     Observer,
     Ok,
     Result,
     Retry,
-    RetryScheduled,
-    Terminated,
     every,
 )
 from durable_jobs.testing import DEFAULT_START, TestClock
@@ -64,6 +62,8 @@ class Run:
     attempt: int
     is_retry: bool
     at: datetime
+    batch_id: str = attrs.field(eq=False)
+    state: Ping = attrs.field(eq=False)
 
 
 OnError = Callable[[ApiError, ErrorContext[Ping]], None]
@@ -82,11 +82,12 @@ class Harness:
     raises: bool = False
     runs: list[Run] = attrs.field(factory=list[Run])
     errors: list[ApiError] = attrs.field(factory=list[ApiError])
+    events: list[JobEvent] = attrs.field(factory=list[JobEvent])
     storage: MemoryStorage = attrs.Factory(MemoryStorage)
 
     def job(self) -> Debounce[Ping, Ping, ApiError]:
         def execute(ctx: DebounceExecuteContext[Ping]) -> Result[None, ApiError]:
-            self.runs.append(Run(ctx.attempt, ctx.is_retry, ctx.now))
+            self.runs.append(Run(ctx.attempt, ctx.is_retry, ctx.now, ctx.batch_id, ctx.state))
             if self.raises:
                 msg = f"boom on attempt {ctx.attempt}"
                 raise RuntimeError(msg)
@@ -119,7 +120,7 @@ class Harness:
             clock=self.clock,
             random=random,
             defect_policy=defect_policy,
-            observers=observers,
+            observers=[self.events.append, *observers],
         )
         return engine.client.debounce(job)
 
@@ -131,11 +132,20 @@ class Harness:
     def delays(self) -> list[timedelta]:
         return [b - a for a, b in pairwise(self.times)]
 
+    def outcomes(self) -> list[JobEvent]:
+        """The `job.*` events: what each execution came to, in order."""
+        return [e for e in self.events if e.type.startswith("job.")]
 
-async def start(client: DebounceClient[Ping, Ping], id: str = "p") -> None:
-    """Add one event and flush it now: attempt 1 runs at the current instant."""
-    await client.add(id, Ping(1))
-    await client.flush(id)
+    async def start(self, client: DebounceClient[Ping, Ping], id: str = "p") -> None:
+        """
+        Add one event, flush it, and run what is due: attempt 1 runs at the current instant.
+
+        `flush` only makes the batch due (a client never runs `execute`); the worker that
+        `clock.run_due()` drives runs it.
+        """
+        await client.add(id, Ping(1))
+        await client.flush(id)
+        await self.clock.run_due()
 
 
 def seconds(*values: float) -> list[timedelta]:
@@ -172,22 +182,79 @@ async def test_retry_delays_follow_the_backoff_exactly(
 ) -> None:
     harness = Harness(clock, retry=Retry(max_attempts=5, delay=delay, jitter=False))
     client = harness.client()
-    await start(client)
+    await harness.start(client)
     for step in expected:
         status = await client.status("p")
         assert status.status == "retrying"
-        assert status.will_flush_at == clock.now() + step
+        assert status.next_flush_at == clock.now() + step
         await clock.advance(step)
     assert harness.delays == expected
     assert [run.attempt for run in harness.runs] == [1, 2, 3, 4, 5]
     assert harness.times[0] == T0
+    # every retry saw the same sealed batch
+    assert len({run.batch_id for run in harness.runs}) == 1
+
+
+@pytest.mark.parametrize("raises", [False, True], ids=["err", "defect"])
+async def test_retry_delay_counts_from_the_end_of_the_failed_attempt(
+    clock: TestClock, raises: bool
+) -> None:
+    """
+    An attempt that takes 7 s and fails is retried 10 s after it ended, not after it began.
+
+    The execution moves the engine's clock on by 7 s, as a slow call to a failing service
+    would. The old release counted the delay from the attempt's start (`retry_at = start +
+    delay`, for `Err` retries and defect retries alike): its retry alarm would be T0 + 10 s,
+    3 s after the attempt ended, so this test fails there.
+    """
+    took = 7 * SECOND
+    starts: list[datetime] = []
+
+    async def execute(ctx: DebounceExecuteContext[Ping]) -> Result[None, ApiError]:
+        starts.append(ctx.now)
+        clock.set(clock.now() + took)  # the attempt lasts 7 s of the engine's time
+        if raises:
+            msg = "slow and broken"
+            raise RuntimeError(msg)
+        return Err(ApiError(503))
+
+    job = Debounce(
+        name="slow",
+        event=Ping,
+        flush_after="1 hour",
+        execute=execute,
+        retry=Retry(max_attempts=2, delay=Backoff.fixed(10), jitter=False),
+    )
+    events: list[JobEvent] = []
+    engine = Engine(
+        jobs=[job],
+        storage=MemoryStorage(),
+        clock=clock,
+        observers=[events.append],
+        defect_policy=DefectPolicy(max_retries=1, backoff=Backoff.fixed(10)),
+    )
+    client = engine.client.debounce(job)
+    await client.add("p", Ping(1))
+    await client.flush("p")
+    await clock.run_due()
+
+    ended = T0 + took
+    assert (starts, clock.now()) == ([T0], ended)
+    assert [
+        (e.type, e.will_retry, e.retry_at, e.defect) for e in events if e.type == "job.failed"
+    ] == [("job.failed", True, ended + 10 * SECOND, raises)]
+    assert (await client.status("p")).next_flush_at == ended + 10 * SECOND
+    await clock.advance(9)
+    assert len(starts) == 1
+    await clock.advance(1)
+    assert starts == [T0, ended + 10 * SECOND]
 
 
 async def test_default_delay_is_exponential_from_one_second_capped_at_thirty(
     clock: TestClock,
 ) -> None:
     harness = Harness(clock, retry=Retry(max_attempts=8, jitter=False))
-    await start(harness.client())
+    await harness.start(harness.client())
     await clock.advance("10 minutes")
     assert harness.delays == seconds(1, 2, 4, 8, 16, 30, 30)
 
@@ -204,7 +271,7 @@ async def test_retry_after_callable_uses_the_typed_error(clock: TestClock) -> No
         retry_after=7.5,
         retry=Retry(max_attempts=4, delay=retry_after, jitter=False),
     )
-    await start(harness.client())
+    await harness.start(harness.client())
     await clock.advance("10 minutes")
     assert harness.delays == seconds(7.5, 15, 22.5)
     # the callable got the very error objects execute returned, with their attempt numbers
@@ -222,7 +289,7 @@ async def test_retry_after_lambda_returning_text(clock: TestClock) -> None:
             jitter=False,
         ),
     )
-    await start(harness.client())
+    await harness.start(harness.client())
     await clock.advance("5 minutes")
     assert harness.delays == seconds(30, 31)
 
@@ -233,11 +300,12 @@ async def test_absurd_retry_after_is_capped_not_a_crash(clock: TestClock) -> Non
         clock, retry=Retry(max_attempts=3, delay=lambda e, attempt: 1.7e12, jitter=False)
     )
     client = harness.client()
-    await client.add("p", Ping(1))
-    flushed = await client.flush("p")
-    assert isinstance(flushed.outcome, RetryScheduled)
-    assert flushed.outcome.retry_at == T0 + timedelta(days=365)
-    assert (await client.status("p")).will_flush_at == T0 + timedelta(days=365)
+    await harness.start(client)
+    failed = harness.outcomes()
+    assert [(e.type, e.will_retry, e.retry_at) for e in failed] == [
+        ("job.failed", True, T0 + timedelta(days=365))
+    ]
+    assert (await client.status("p")).next_flush_at == T0 + timedelta(days=365)
 
 
 YEAR = timedelta(days=365)
@@ -255,7 +323,7 @@ async def test_every_delay_is_capped_at_a_year(
     clock: TestClock, delay: Backoff | str, first: timedelta
 ) -> None:
     harness = Harness(clock, retry=Retry(max_attempts=3, delay=delay, jitter=False))
-    await start(harness.client())
+    await harness.start(harness.client())
     await clock.advance("1000 days")
     assert harness.delays == [first, YEAR]
 
@@ -268,10 +336,12 @@ async def test_retry_after_returning_garbage_is_a_defect(clock: TestClock) -> No
         on_error=recording_on_error(handled),
     )
     client = harness.client(defect_policy=DefectPolicy(max_retries=0))
-    await client.add("p", Ping(1))
-    flushed = await client.flush("p")
-    assert isinstance(flushed.outcome, Defect)
-    assert "whenever" in flushed.outcome.error
+    await harness.start(client)
+    failed, lettered = harness.outcomes()
+    assert (failed.type, failed.defect, failed.will_retry) == ("job.failed", True, False)
+    assert failed.error is not None
+    assert "whenever" in failed.error
+    assert (lettered.type, lettered.reason) == ("job.dead_lettered", "defect")
     assert handled == []
     assert (await client.status("p")).status == "failed"
 
@@ -290,7 +360,7 @@ async def test_jitter_stays_within_its_fraction(
     base = timedelta(seconds=100)
     harness = Harness(clock, retry=Retry(max_attempts=4, delay=Backoff.fixed(base), jitter=jitter))
     draw = 0.0 if low else 0.999999
-    await start(harness.client(random=lambda: draw))
+    await harness.start(harness.client(random=lambda: draw))
     await clock.advance("1 hour")
     assert len(harness.delays) == 3
     for delay in harness.delays:
@@ -306,7 +376,7 @@ async def test_jitter_false_is_exact_whatever_the_random_source(clock: TestClock
     harness = Harness(
         clock, retry=Retry(max_attempts=3, delay=Backoff.exponential(10), jitter=False)
     )
-    await start(harness.client(random=lambda: 0.0))
+    await harness.start(harness.client(random=lambda: 0.0))
     await clock.advance("1 hour")
     assert harness.delays == seconds(10, 20)
 
@@ -315,7 +385,7 @@ async def test_jitter_spreads_the_backoff_not_a_fixed_amount(clock: TestClock) -
     harness = Harness(
         clock, retry=Retry(max_attempts=4, delay=Backoff.exponential(10), jitter=True)
     )
-    await start(harness.client(random=lambda: 0.0))
+    await harness.start(harness.client(random=lambda: 0.0))
     await clock.advance("1 hour")
     assert harness.delays == seconds(9, 18, 36)
 
@@ -347,7 +417,7 @@ async def test_max_attempts_counts_every_run_then_on_error(clock: TestClock) -> 
         on_error=recording_on_error(handled),
     )
     client = harness.client()
-    await start(client)
+    await harness.start(client)
     assert (await client.status("p")).attempt == 2
     await clock.advance("1 hour")
     assert [(r.attempt, r.is_retry) for r in harness.runs] == [(1, False), (2, True), (3, True)]
@@ -362,10 +432,10 @@ async def test_max_attempts_one_means_a_single_run(clock: TestClock) -> None:
     handled: list[Handled] = []
     harness = Harness(clock, retry=Retry(max_attempts=1), on_error=recording_on_error(handled))
     client = harness.client()
-    await client.add("p", Ping(1))
-    flushed = await client.flush("p")
-    assert isinstance(flushed.outcome, FailedFinally)
-    assert (flushed.outcome.reason, flushed.outcome.attempts) == ("max_attempts", 1)
+    await harness.start(client)
+    assert [(e.type, e.reason, e.attempt) for e in harness.outcomes()] == [
+        ("job.retry_exhausted", "max_attempts", 1)
+    ]
     await clock.advance("1 hour")
     assert len(harness.runs) == 1
     assert [(h.reason, h.attempts) for h in handled] == [("max_attempts", 1)]
@@ -380,13 +450,13 @@ async def test_success_after_retries_resets_and_skips_on_error(clock: TestClock)
         on_error=recording_on_error(handled),
     )
     client = harness.client()
-    await start(client)
+    await harness.start(client)
     await clock.advance("1 hour")
     assert [r.attempt for r in harness.runs] == [1, 2, 3]
     assert handled == []
     assert (await client.status("p")).status == "not_found"
     # a new batch starts again at attempt 1
-    await start(client)
+    await harness.start(client)
     assert harness.runs[-1].attempt == 1
 
 
@@ -405,10 +475,10 @@ async def test_should_retry_false_is_final_with_the_same_error(clock: TestClock)
         on_error=recording_on_error(handled),
     )
     client = harness.client()
-    await client.add("p", Ping(1))
-    flushed = await client.flush("p")
-    assert isinstance(flushed.outcome, FailedFinally)
-    assert flushed.outcome.reason == "not_retryable"
+    await harness.start(client)
+    assert [(e.type, e.will_retry, e.reason) for e in harness.outcomes()] == [
+        ("job.failed", False, "not_retryable")
+    ]
     await clock.advance("1 hour")
     assert len(harness.runs) == 1
     assert len(asked) == 1
@@ -426,7 +496,7 @@ async def test_should_retry_true_keeps_retrying(clock: TestClock) -> None:
         retry=Retry(max_attempts=3, delay=1, jitter=False, should_retry=lambda e: e.status >= 500),
         on_error=recording_on_error(handled),
     )
-    await start(harness.client())
+    await harness.start(harness.client())
     await clock.advance("1 hour")
     assert len(harness.runs) == 3
     assert [h.reason for h in handled] == ["max_attempts"]
@@ -436,11 +506,12 @@ async def test_without_retry_the_failure_is_final_at_once(clock: TestClock) -> N
     handled: list[Handled] = []
     harness = Harness(clock, on_error=recording_on_error(handled))
     client = harness.client()
-    await client.add("p", Ping(1))
-    flushed = await client.flush("p")
-    assert isinstance(flushed.outcome, FailedFinally)
-    assert flushed.outcome.reason == "no_retry"
-    assert not flushed.outcome.dead_lettered
+    await harness.start(client)
+    # on_error handled it: no dead letter
+    assert [(e.type, e.will_retry, e.reason) for e in harness.outcomes()] == [
+        ("job.failed", False, "no_retry")
+    ]
+    assert await harness.storage.dead_letters() == []
     await clock.advance("1 day")
     assert len(harness.runs) == 1
     assert [(h.reason, h.attempts) for h in handled] == [("no_retry", 1)]
@@ -457,7 +528,7 @@ async def test_max_duration_ends_the_retries(clock: TestClock) -> None:
         on_error=recording_on_error(handled),
     )
     client = harness.client()
-    await start(client)
+    await harness.start(client)
     await clock.advance("1 hour")
     # runs at 0, 10, 20 s are within 25 s of the first attempt; the one at 30 s is not
     assert harness.times == [T0 + k * 10 * SECOND for k in range(4)]
@@ -480,7 +551,7 @@ async def test_max_duration_counts_from_the_first_failure_of_each_sequence(
         retry=Retry(max_attempts=100, delay=15, jitter=False, max_duration=20),
         on_error=on_error,
     )
-    await start(harness.client())
+    await harness.start(harness.client())
     await clock.advance("1 day")
     restart = T0 + 30 * SECOND + timedelta(hours=1)
     assert harness.times == [
@@ -517,17 +588,25 @@ async def test_reschedule_from_on_error_runs_again_at_that_time(clock: TestClock
         on_error=on_error,
     )
     client = harness.client()
-    await start(client)
+    await harness.start(client)
     await clock.advance(10)
     again = T0 + 10 * SECOND + timedelta(minutes=5)
     assert rescheduled == [again]
     status = await client.status("p")
-    assert (status.status, status.will_flush_at, status.attempt) == ("debouncing", again, 1)
-    assert await client.get_state("p") == Ping(1)
+    assert (status.status, status.next_flush_at, status.attempt) == ("retrying", again, 1)
+    # the batch is kept, sealed, until the rescheduled run
+    [batch] = status.batches
+    assert (batch.batch_id, batch.stage, batch.due_at, batch.event_count) == (
+        harness.runs[0].batch_id,
+        "retrying",
+        again,
+        1,
+    )
     await clock.advance("1 hour")
     assert harness.times == [T0, T0 + 10 * SECOND, again, again + 10 * SECOND]
-    # the rescheduled run starts a fresh retry sequence
+    # the rescheduled run starts a fresh retry sequence, on the same batch
     assert [r.attempt for r in harness.runs] == [1, 2, 1, 2]
+    assert {(r.batch_id, r.state) for r in harness.runs} == {(batch.batch_id, Ping(1))}
     assert [(h.reason, h.attempts) for h in handled] == [("max_attempts", 2)] * 2
     assert (await client.status("p")).status == "not_found"
 
@@ -536,8 +615,8 @@ async def test_an_on_error_lambda_that_reschedules(clock: TestClock) -> None:
     """`on_error=lambda e, ctx: ctx.reschedule(...)`: the lambda returns None, a valid result."""
     harness = Harness(clock, fail_times=1, on_error=lambda e, ctx: ctx.reschedule("5 minutes"))
     client = harness.client()
-    await start(client)
-    assert (await client.status("p")).will_flush_at == T0 + timedelta(minutes=5)
+    await harness.start(client)
+    assert (await client.status("p")).next_flush_at == T0 + timedelta(minutes=5)
     await clock.advance("5 minutes")
     assert harness.times == [T0, T0 + timedelta(minutes=5)]
     assert (await client.status("p")).status == "not_found"
@@ -550,10 +629,10 @@ async def test_reschedule_with_no_retry_outcome_reports_the_time(clock: TestCloc
 
     harness = Harness(clock, fail_times=1, on_error=on_error)
     client = harness.client()
-    await client.add("p", Ping(1))
-    flushed = await client.flush("p")
-    assert isinstance(flushed.outcome, FailedFinally)
-    assert flushed.outcome.rescheduled_at == T0 + 90 * SECOND
+    await harness.start(client)
+    assert [(e.type, e.reason) for e in harness.outcomes()] == [("job.failed", "no_retry")]
+    status = await client.status("p")
+    assert (status.status, status.next_flush_at) == ("retrying", T0 + 90 * SECOND)
     await clock.advance(89)
     assert len(harness.runs) == 1
     await clock.advance(1)
@@ -567,10 +646,11 @@ async def test_terminate_from_on_error_purges_without_dead_letter(clock: TestClo
 
     harness = Harness(clock, retry=Retry(max_attempts=1), on_error=on_error)
     client = harness.client()
-    await client.add("p", Ping(1))
-    flushed = await client.flush("p")
-    assert isinstance(flushed.outcome, Terminated)
-    assert flushed.outcome.reason == "gave up"
+    await harness.start(client)
+    assert [(e.type, e.reason) for e in harness.outcomes()] == [
+        ("job.retry_exhausted", "max_attempts"),
+        ("job.terminated", "gave up"),
+    ]
     assert (await client.status("p")).status == "not_found"
     assert await client.get_state("p") is None
     assert await harness.storage.dead_letters() == []
@@ -583,7 +663,7 @@ async def test_terminate_from_on_error_after_retries(clock: TestClock) -> None:
 
     harness = Harness(clock, retry=Retry(max_attempts=3, delay=5, jitter=False), on_error=on_error)
     client = harness.client()
-    await start(client)
+    await harness.start(client)
     await clock.advance("1 hour")
     assert len(harness.runs) == 3
     assert await harness.storage.list_instances() == []
@@ -633,7 +713,7 @@ def job_events(events: list[JobEvent]) -> list[tuple[object, ...]]:
 async def test_events_carry_the_real_error_and_the_reason(clock: TestClock) -> None:
     events: list[JobEvent] = []
     harness = Harness(clock, retry=Retry(max_attempts=3, delay=10, jitter=False))
-    await start(harness.client(observers=[events.append]))
+    await harness.start(harness.client(observers=[events.append]))
     await clock.advance("1 hour")
     error = "ApiError: 503"
     assert job_events(events) == [
@@ -648,7 +728,7 @@ async def test_events_carry_the_real_error_and_the_reason(clock: TestClock) -> N
 async def test_events_name_max_duration_and_not_retryable(clock: TestClock) -> None:
     events: list[JobEvent] = []
     harness = Harness(clock, retry=Retry(max_attempts=9, delay=10, jitter=False, max_duration=5))
-    await start(harness.client(observers=[events.append]))
+    await harness.start(harness.client(observers=[events.append]))
     await clock.advance("1 hour")
     assert [(e.type, e.reason) for e in events if e.type == "job.retry_exhausted"] == [
         ("job.retry_exhausted", "max_duration")
@@ -656,7 +736,7 @@ async def test_events_name_max_duration_and_not_retryable(clock: TestClock) -> N
 
     events.clear()
     harness = Harness(clock, status=400, retry=Retry(max_attempts=9, should_retry=lambda e: False))
-    await start(harness.client(observers=[events.append]), id="q")
+    await harness.start(harness.client(observers=[events.append]), id="q")
     assert job_events(events) == [
         ("job.failed", 1, False, None, "not_retryable", "ApiError: 400", False),
         ("job.dead_lettered", 1, None, None, "not_retryable", "ApiError: 400", False),
@@ -667,7 +747,7 @@ async def test_defect_events_are_marked(clock: TestClock) -> None:
     events: list[JobEvent] = []
     harness = Harness(clock, raises=True)
     policy = DefectPolicy(max_retries=1, backoff=Backoff.fixed(3))
-    await start(harness.client(observers=[events.append], defect_policy=policy))
+    await harness.start(harness.client(observers=[events.append], defect_policy=policy))
     await clock.advance("1 hour")
     summary = [(e.type, e.will_retry, e.retry_at, e.defect) for e in events]
     assert [s for s in summary if s[0] != "debounce.started"] == [
@@ -705,10 +785,11 @@ async def test_dead_letter_records_the_final_failure(clock: TestClock) -> None:
 async def test_dead_letter_per_final_failure_reason(clock: TestClock) -> None:
     harness = Harness(clock, status=400, retry=Retry(max_attempts=3, should_retry=lambda e: False))
     client = harness.client()
-    await client.add("a", Ping(1))
-    flushed = await client.flush("a")
-    assert isinstance(flushed.outcome, FailedFinally)
-    assert flushed.outcome.dead_lettered
+    await harness.start(client, id="a")
+    assert [(e.type, e.reason) for e in harness.outcomes()] == [
+        ("job.failed", "not_retryable"),
+        ("job.dead_lettered", "not_retryable"),
+    ]
     letters = await harness.storage.dead_letters("pings")
     assert [(d.key.id, d.reason, d.attempts, d.error) for d in letters] == [
         ("a", "not_retryable", 1, "ApiError: 400")
@@ -751,9 +832,14 @@ async def test_defect_is_retried_by_the_policy_then_parked(
     )
     client = harness.client(defect_policy=policy)
     await client.add("p", Ping(5))
-    flushed = await client.flush("p")
-    assert isinstance(flushed.outcome, Defect)
-    assert flushed.outcome.parked == (policy.max_retries == 0)
+    await client.flush("p")
+    await clock.run_due()
+    first = harness.outcomes()[0]
+    assert (first.type, first.defect, first.will_retry) == (
+        "job.failed",
+        True,
+        policy.max_retries > 0,
+    )
     await clock.advance("1 day")
     assert harness.delays == gaps
     # a defect keeps the attempt number: it is not an E retry
@@ -763,10 +849,12 @@ async def test_defect_is_retried_by_the_policy_then_parked(
     assert handled == []
     status = await client.status("p")
     assert status.status == "failed"
-    assert status.will_flush_at is None
+    assert status.next_flush_at is None
     assert status.last_error is not None
     assert "boom" in status.last_error
-    assert await client.get_state("p") == Ping(5)
+    # parked with its batch kept (the letter below holds its state)
+    assert [(b.stage, b.event_count) for b in status.batches] == [("failed", 1)]
+    assert {run.state for run in harness.runs} == {Ping(5)}
     letters = await harness.storage.dead_letters()
     assert len(letters) == 1
     assert letters[0].reason == "defect"
@@ -782,12 +870,12 @@ async def test_defect_is_retried_by_the_policy_then_parked(
 async def test_defect_retry_status_is_retrying(clock: TestClock) -> None:
     harness = Harness(clock, raises=True)
     client = harness.client(defect_policy=DefectPolicy(max_retries=1, backoff=Backoff.fixed(30)))
-    await client.add("p", Ping(1))
-    flushed = await client.flush("p")
-    assert isinstance(flushed.outcome, Defect)
-    assert flushed.outcome.retry_at == T0 + 30 * SECOND
+    await harness.start(client)
+    assert [(e.type, e.defect, e.will_retry, e.retry_at) for e in harness.outcomes()] == [
+        ("job.failed", True, True, T0 + 30 * SECOND)
+    ]
     status = await client.status("p")
-    assert (status.status, status.will_flush_at) == ("retrying", T0 + 30 * SECOND)
+    assert (status.status, status.next_flush_at) == ("retrying", T0 + 30 * SECOND)
 
 
 async def test_defects_then_success_resets_the_defect_budget(clock: TestClock) -> None:
@@ -809,7 +897,7 @@ async def test_defects_then_success_resets_the_defect_budget(clock: TestClock) -
         defect_policy=DefectPolicy(max_retries=2, backoff=Backoff.fixed(10)),
     )
     client = engine.client.continuous(job)
-    await client.start("c", Ping(0))
+    await client.start("c", Ping(0))  # the first run is due now
     await clock.advance(timedelta(hours=1, seconds=30))
     hour = timedelta(hours=1)
     assert runs == [
@@ -819,7 +907,9 @@ async def test_defects_then_success_resets_the_defect_budget(clock: TestClock) -
         T0 + 20 * SECOND + hour,
         T0 + 30 * SECOND + hour,
     ]
-    assert (await client.status("c")).status == "running"
+    # the last run succeeded: the instance waits for its next scheduled run
+    status = await client.status("c")
+    assert (status.status, status.next_run_at) == ("scheduled", T0 + 30 * SECOND + 2 * hour)
 
 
 async def test_should_retry_that_raises_is_a_defect(clock: TestClock) -> None:
@@ -834,10 +924,12 @@ async def test_should_retry_that_raises_is_a_defect(clock: TestClock) -> None:
         on_error=recording_on_error(handled),
     )
     client = harness.client(defect_policy=DefectPolicy(max_retries=0))
-    await client.add("p", Ping(1))
-    flushed = await client.flush("p")
-    assert isinstance(flushed.outcome, Defect)
-    assert flushed.outcome.parked
+    await harness.start(client)
+    failed, lettered = harness.outcomes()
+    assert (failed.type, failed.defect, failed.will_retry) == ("job.failed", True, False)
+    assert failed.error is not None
+    assert "bad predicate" in failed.error
+    assert (lettered.type, lettered.reason) == ("job.dead_lettered", "defect")
     assert handled == []
     assert (await client.status("p")).status == "failed"
 
@@ -855,8 +947,9 @@ async def test_on_error_that_raises_is_parked(clock: TestClock) -> None:
     assert len(harness.runs) == 2
     status = await client.status("p")
     assert status.status == "failed"
-    assert status.will_flush_at is None
-    assert await client.get_state("p") == Ping(9)
+    assert status.next_flush_at is None
+    # parked with its batch kept (the letter below holds its state)
+    assert [(b.stage, b.event_count) for b in status.batches] == [("failed", 1)]
     letters = await harness.storage.dead_letters()
     assert [(d.key.id, d.reason, d.state) for d in letters] == [("p", "defect", {"n": 9})]
     assert "handler broke on 503" in letters[0].error
@@ -871,11 +964,14 @@ async def test_on_error_that_raises_reports_a_parked_defect(clock: TestClock) ->
 
     harness = Harness(clock, on_error=on_error)
     client = harness.client()
-    await client.add("p", Ping(1))
-    flushed = await client.flush("p")
-    assert isinstance(flushed.outcome, Defect)
-    assert flushed.outcome.parked
-    assert flushed.outcome.retry_at is None
+    await harness.start(client)
+    # the E failure is reported, then on_error's exception parks the batch: no retry
+    assert [(e.type, e.reason, e.will_retry) for e in harness.outcomes()] == [
+        ("job.failed", "no_retry", False),
+        ("job.dead_lettered", "defect", None),
+    ]
+    status = await client.status("p")
+    assert (status.status, status.next_flush_at) == ("failed", None)
 
 
 # -- Continuous: discarded state changes, next run after recovery ---------------------------
@@ -896,12 +992,16 @@ async def test_failed_attempt_discards_its_state_changes(clock: TestClock) -> No
         execute=execute,
         retry=Retry(max_attempts=3, delay=Backoff.linear(10, 10), jitter=False),
     )
-    engine = Engine(jobs=[job], storage=MemoryStorage(), clock=clock)
+    events: list[JobEvent] = []
+    engine = Engine(jobs=[job], storage=MemoryStorage(), clock=clock, observers=[events.append])
     client = engine.client.continuous(job)
     started = await client.start("c", Ping(0))
-    assert isinstance(started.outcome, RetryScheduled)
-    assert started.outcome.retry_at == T0 + 10 * SECOND
-    assert started.next_run_at == T0 + 10 * SECOND
+    assert started.next_run_at == T0  # due now: the worker runs it
+    await clock.run_due()
+    assert [(e.type, e.retry_at) for e in events if e.type == "job.failed"] == [
+        ("job.failed", T0 + 10 * SECOND)
+    ]
+    assert (await client.status("c")).next_run_at == T0 + 10 * SECOND
     assert await client.get_state("c") == Ping(0)
     await clock.advance(30)
     assert seen == [(1, 0), (2, 0), (3, 0)]
@@ -909,7 +1009,7 @@ async def test_failed_attempt_discards_its_state_changes(clock: TestClock) -> No
     status = await client.status("c")
     # runs at 0, 10 and 30 s; the next scheduled run counts from the successful one
     assert (status.status, status.attempt, status.next_run_at) == (
-        "running",
+        "scheduled",
         1,
         T0 + 30 * SECOND + timedelta(hours=1),
     )
@@ -925,11 +1025,16 @@ async def test_continuous_final_failure_without_retry_purges(clock: TestClock) -
         reasons.append(ctx.reason)
 
     job = Continuous(name="c", state=Ping, schedule=every(60), execute=execute, on_error=on_error)
-    engine = Engine(jobs=[job], storage=MemoryStorage(), clock=clock)
+    events: list[JobEvent] = []
+    engine = Engine(jobs=[job], storage=MemoryStorage(), clock=clock, observers=[events.append])
     client = engine.client.continuous(job)
-    started = await client.start("c", Ping(0))
-    assert isinstance(started.outcome, FailedFinally)
+    await client.start("c", Ping(0))
+    assert reasons == []  # start only made the run due
+    await clock.run_due()
     assert reasons == ["no_retry"]
+    assert [(e.type, e.will_retry, e.reason) for e in events if e.type == "job.failed"] == [
+        ("job.failed", False, "no_retry")
+    ]
     assert (await client.status("c")).status == "not_found"
 
 
@@ -1000,7 +1105,7 @@ def observed_delays(backoff: Backoff, attempts: int) -> Sequence[timedelta]:
         harness = Harness(
             TestClock(), retry=Retry(max_attempts=attempts, delay=backoff, jitter=False)
         )
-        await start(harness.client())
+        await harness.start(harness.client())
         await harness.clock.advance("4000 days")
         assert len(harness.runs) == attempts
         return harness.delays

@@ -1,21 +1,21 @@
 """Tasks through the public client, driven by TestClock (SPEC §4 and §5)."""
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Literal, TypeVar
 
 import attrs
 import pytest
 
 from durable_jobs import (
     Backoff,
-    Defect,
+    Client,
     DefectPolicy,
     Engine,
     Err,
     ErrorContext,
     ExecutionError,
-    FailedFinally,
     FailureReason,
     IdleReason,
     InstanceKey,
@@ -25,13 +25,10 @@ from durable_jobs import (
     Ok,
     Result,
     Retry,
-    RetryScheduled,
-    Succeeded,
     Task,
     TaskEventContext,
     TaskExecuteContext,
     TaskIdleContext,
-    Terminated,
     ValidationError,
 )
 from durable_jobs.testing import TestClock
@@ -178,10 +175,13 @@ async def test_send_runs_on_event_and_stores_state(clock: TestClock) -> None:
     client = engine.client.task(job)
 
     first = await client.send("t", Command("a"))
+    assert rec.idle == []  # on_idle is owed to the worker, never run by send
+    await clock.run_due()
     second = await client.send("t", Command("b"))
+    await clock.run_due()
 
-    assert (first.created, first.scheduled_at, first.duplicate) == (True, None, False)
-    assert (second.created, second.scheduled_at) == (False, None)
+    assert (first.status, first.created, first.scheduled_at) == ("applied", True, None)
+    assert (second.status, second.created, second.scheduled_at) == ("applied", False, None)
     assert rec.events == [("a", 1, None, None), ("b", 2, Flow(("a",)), None)]
     assert await client.get_state("t") == Flow(("a", "b"))
     status = await client.status("t")
@@ -192,7 +192,7 @@ async def test_send_runs_on_event_and_stores_state(clock: TestClock) -> None:
         None,
     )
     assert rec.calls == []
-    # no alarm after on_event: on_idle ran each time, seeing the new state
+    # no alarm after on_event: on_idle ran on the worker each time, seeing the new state
     assert rec.idle == [("on_event", Flow(("a",))), ("on_event", Flow(("a", "b")))]
 
 
@@ -270,6 +270,7 @@ async def test_cancel_schedule_clears_the_alarm(clock: TestClock) -> None:
     assert cancelled.scheduled_at is None
     status = await client.status("t")
     assert (status.status, status.scheduled_at) == ("idle", None)
+    await clock.run_due()
     assert rec.idle == [("on_event", Flow(("schedule", "cancel")))]
     await clock.advance("1 hour")
     assert rec.calls == []
@@ -285,9 +286,11 @@ async def test_on_idle_can_schedule(clock: TestClock) -> None:
     client = engine.client.task(job)
 
     sent = await client.send("t", Command("a"))
+    assert sent.scheduled_at is None  # on_idle has not run yet: the worker runs it
+    await clock.run_due()
 
-    assert sent.scheduled_at == T0 + timedelta(minutes=5)
-    assert (await client.status("t")).status == "scheduled"
+    status = await client.status("t")
+    assert (status.status, status.scheduled_at) == ("scheduled", T0 + timedelta(minutes=5))
     await clock.advance("5 minutes")
     assert [c.at for c in rec.calls] == [T0 + timedelta(minutes=5)]
     assert (await client.status("t")).status == "idle"
@@ -349,8 +352,9 @@ async def test_trigger_runs_execute_now(clock: TestClock) -> None:
 
     triggered = await client.trigger("t")
 
-    assert triggered.triggered
-    assert triggered.outcome == Succeeded(attempt=1)
+    assert (triggered.triggered, triggered.after_current_run) == (True, False)
+    assert rec.calls == []  # due now: the worker runs it
+    await clock.run_due()
     assert rec.calls == [ExecCall(T0 + timedelta(minutes=1), 1, False, 1, Flow(("schedule",)))]
     assert await client.get_state("t") == Flow(("schedule", "exec1"))
     assert (await client.status("t")).status == "idle"
@@ -365,8 +369,9 @@ async def test_trigger_and_terminate_never_create_a_task(clock: TestClock) -> No
     triggered = await client.trigger("missing")
     terminated = await client.terminate("missing")
 
-    assert (triggered.triggered, triggered.outcome) == (False, None)
+    assert (triggered.triggered, triggered.after_current_run) == (False, False)
     assert not terminated.terminated
+    await clock.advance("1 hour")
     assert rec.calls == []
     assert await storage.list_instances() == []
     assert (await client.status("missing")).status == "not_found"
@@ -403,8 +408,7 @@ async def test_terminate_from_on_event(clock: TestClock) -> None:
 
     sent = await client.send("t", Command("stop"))
 
-    assert sent.terminated
-    assert sent.scheduled_at is None
+    assert (sent.status, sent.created, sent.scheduled_at) == ("terminated", False, None)
     assert (await client.status("t")).status == "not_found"
     assert await storage.list_instances() == []
     await clock.advance("1 hour")
@@ -412,15 +416,21 @@ async def test_terminate_from_on_event(clock: TestClock) -> None:
 
 
 async def test_terminate_from_execute_purges_without_on_error(clock: TestClock) -> None:
+    events: list[JobEvent] = []
     job, rec = make(["terminate"], retry=fixed(1))
     storage = MemoryStorage()
-    engine = Engine(jobs=[job], storage=storage, clock=clock)
+    engine = Engine(jobs=[job], storage=storage, clock=clock, observers=[events.append])
     client = engine.client.task(job)
     await client.send("t", Command("a"))
+    await clock.run_due()  # the on_idle owed after on_event
 
-    triggered = await client.trigger("t")
+    await client.trigger("t")
+    await clock.run_due()
 
-    assert triggered.outcome == Terminated(reason="finished")
+    assert len(rec.calls) == 1
+    assert [(e.type, e.reason) for e in events if e.type.startswith("job.")] == [
+        ("job.terminated", "finished")
+    ]
     assert (await client.status("t")).status == "not_found"
     assert await storage.list_instances() == []
     assert await storage.dead_letters() == []
@@ -437,10 +447,9 @@ async def test_event_id_makes_send_idempotent(clock: TestClock) -> None:
     again = await client.send("t", Command("a"), event_id="e1")
     other = await client.send("t", Command("b"), event_id="e2")
 
-    assert not first.duplicate
-    assert again.duplicate
-    assert not again.created
-    assert not other.duplicate
+    assert first.status == "applied"
+    assert (again.status, again.created) == ("duplicate", False)
+    assert other.status == "applied"
     assert [e[0] for e in rec.events] == ["a", "b"]
     assert await client.get_state("t") == Flow(("a", "b"))
     assert (await client.status("t")).event_count == 2
@@ -456,9 +465,8 @@ async def test_event_id_of_a_terminating_event_is_remembered(clock: TestClock) -
     stopped = await client.send("t", Command("stop"), event_id="e2")
     redelivered = await client.send("t", Command("stop"), event_id="e2")
 
-    assert stopped.terminated
-    assert redelivered.duplicate
-    assert not redelivered.created
+    assert stopped.status == "terminated"
+    assert (redelivered.status, redelivered.created) == ("duplicate", False)
     assert [e[0] for e in rec.events] == ["a", "stop"]
     assert await storage.list_instances() == []
 
@@ -536,6 +544,8 @@ async def test_ok_after_a_retry_commits_state_and_resets_the_attempt(clock: Test
     assert await client.get_state("t") == Flow(("schedule", "exec2"))
     # a later execute is a fresh attempt 1
     await client.trigger("t")
+    await clock.run_due()
+    assert len(rec.calls) == 3
     assert rec.calls[-1].attempt == 1
 
 
@@ -545,16 +555,19 @@ async def test_ok_after_a_retry_commits_state_and_resets_the_attempt(clock: Test
 async def test_err_with_retry_discards_changes_and_sets_the_exact_alarm(
     clock: TestClock,
 ) -> None:
+    events: list[JobEvent] = []
     job, rec = make(["err"], retry=fixed(7, max_attempts=5))
-    engine = Engine(jobs=[job], storage=MemoryStorage(), clock=clock)
+    engine = Engine(jobs=[job], storage=MemoryStorage(), clock=clock, observers=[events.append])
     client = engine.client.task(job)
     await client.send("t", Command("a"))
+    await clock.run_due()  # the on_idle owed after on_event
 
-    triggered = await client.trigger("t")
+    await client.trigger("t")
+    await clock.run_due()
 
-    assert triggered.outcome == RetryScheduled(
-        attempt=1, retry_at=T0 + timedelta(seconds=7), error="StepError: 503"
-    )
+    assert [(e.type, e.attempt, e.will_retry, e.retry_at, e.error) for e in events] == [
+        ("job.failed", 1, True, T0 + timedelta(seconds=7), "StepError: 503")
+    ]
     # execute's state change and its schedule("1 hour") were both discarded
     assert await client.get_state("t") == Flow(("a",))
     status = await client.status("t")
@@ -600,6 +613,32 @@ async def test_max_attempts_three_means_exactly_three_runs(clock: TestClock) -> 
     assert len(rec.handled) == 1
 
 
+async def test_trigger_before_the_owed_on_idle_ran_keeps_the_attempt_count(
+    clock: TestClock,
+) -> None:
+    """
+    A trigger that beats the worker to the on_idle owed after a send: execute runs first,
+    fails and waits for its retry; the owed on_idle must not restart its attempts.
+
+    (On 0.1.0 on_idle ran inside send, so nothing was owed; this is a new-model case.)
+    """
+    job, rec = make(["err"], retry=fixed(4, max_attempts=2))
+    engine = Engine(jobs=[job], storage=MemoryStorage(), clock=clock)
+    client = engine.client.task(job)
+    await client.send("t", Command("a"))
+    await client.trigger("t")
+
+    await clock.advance("1 day")
+
+    assert [(c.at - T0, c.attempt) for c in rec.calls] == [
+        (timedelta(0), 1),
+        (timedelta(seconds=4), 2),
+    ]
+    assert [(h.reason, h.attempts) for h in rec.handled] == [("max_attempts", 2)]
+    status = await client.status("t")
+    assert (status.status, status.attempt, status.scheduled_at) == ("idle", 1, None)
+
+
 # --- SPEC §5: final failure -------------------------------------------------------------
 
 
@@ -633,18 +672,17 @@ async def test_final_failure_gives_on_error_the_same_error_and_keeps_state(
 
 
 async def test_no_retry_is_final_after_one_run(clock: TestClock) -> None:
+    events: list[JobEvent] = []
     job, rec = make(["err"])
-    engine = Engine(jobs=[job], storage=MemoryStorage(), clock=clock)
+    engine = Engine(jobs=[job], storage=MemoryStorage(), clock=clock, observers=[events.append])
     client = engine.client.task(job)
     await client.send("t", Command("a"))
-    triggered = await client.trigger("t")
-    assert triggered.outcome == FailedFinally(
-        attempts=1,
-        reason="no_retry",
-        error="StepError: 503",
-        rescheduled_at=None,
-        dead_lettered=False,
-    )
+    await client.trigger("t")
+    await clock.run_due()
+    assert len(rec.calls) == 1
+    assert [(e.type, e.attempt, e.will_retry, e.reason, e.error) for e in events] == [
+        ("job.failed", 1, False, "no_retry", "StepError: 503")
+    ]
     assert [(h.error, h.reason, h.attempts) for h in rec.handled] == [
         (rec.returned[0], "no_retry", 1)
     ]
@@ -702,11 +740,12 @@ async def test_on_error_reschedule_runs_execute_again(clock: TestClock) -> None:
     engine = Engine(jobs=[job], storage=storage, clock=clock)
     client = engine.client.task(job)
     await client.send("t", Command("a"))
+    await clock.run_due()  # the on_idle owed after on_event
 
-    triggered = await client.trigger("t")
+    await client.trigger("t")
+    await clock.run_due()
 
-    assert isinstance(triggered.outcome, FailedFinally)
-    assert triggered.outcome.rescheduled_at == T0 + timedelta(minutes=10)
+    assert len(rec.calls) == 1
     status = await client.status("t")
     assert (status.status, status.scheduled_at, status.attempt) == (
         "scheduled",
@@ -727,13 +766,19 @@ async def test_on_error_terminate_purges_without_dead_letter(clock: TestClock) -
     def give_up(e: StepError, ctx: ErrorContext[Flow | None]) -> None:
         ctx.terminate("gave up")
 
+    events: list[JobEvent] = []
     job, rec = make(["err"], on_error=give_up)
     storage = MemoryStorage()
-    engine = Engine(jobs=[job], storage=storage, clock=clock)
+    engine = Engine(jobs=[job], storage=storage, clock=clock, observers=[events.append])
     client = engine.client.task(job)
     await client.send("t", Command("a"))
-    triggered = await client.trigger("t")
-    assert triggered.outcome == Terminated(reason="gave up")
+    await clock.run_due()  # the on_idle owed after on_event
+    await client.trigger("t")
+    await clock.run_due()
+    assert len(rec.calls) == 1
+    assert [(e.type, e.reason) for e in events if e.type == "job.terminated"] == [
+        ("job.terminated", "gave up")
+    ]
     assert (await client.status("t")).status == "not_found"
     assert await storage.list_instances() == []
     assert await storage.dead_letters() == []
@@ -747,17 +792,20 @@ async def test_defect_is_retried_by_the_policy_then_parked(clock: TestClock) -> 
     job, rec = make(["raise"], retry=fixed(1, max_attempts=10))
     storage = MemoryStorage()
     policy = DefectPolicy(max_retries=2, backoff=Backoff.fixed("5 seconds"))
-    engine = Engine(jobs=[job], storage=storage, clock=clock, defect_policy=policy)
+    events: list[JobEvent] = []
+    engine = Engine(
+        jobs=[job], storage=storage, clock=clock, defect_policy=policy, observers=[events.append]
+    )
     client = engine.client.task(job)
     await client.send("t", Command("a"))
+    await clock.run_due()  # the on_idle owed after on_event
 
-    triggered = await client.trigger("t")
+    await client.trigger("t")
+    await clock.run_due()
 
-    assert isinstance(triggered.outcome, Defect)
-    assert (triggered.outcome.retry_at, triggered.outcome.parked) == (
-        T0 + timedelta(seconds=5),
-        False,
-    )
+    assert [(e.type, e.defect, e.will_retry, e.retry_at) for e in events] == [
+        ("job.failed", True, True, T0 + timedelta(seconds=5))
+    ]
     status = await client.status("t")
     assert (status.status, status.scheduled_at) == ("retrying", T0 + timedelta(seconds=5))
     await clock.advance(10)
@@ -830,18 +878,42 @@ async def test_on_idle_raising_after_execute_is_a_defect(clock: TestClock) -> No
     assert not (await client.trigger("t")).triggered
 
 
-async def test_on_idle_raising_in_send_is_an_execution_error(clock: TestClock) -> None:
+async def test_on_idle_raising_after_send_is_a_defect_on_the_worker(clock: TestClock) -> None:
+    raised: list[IdleReason] = []
+
     def broken(ctx: TaskIdleContext[Flow]) -> None:
+        raised.append(ctx.idle_reason)
         msg = "idle broke"
         raise RuntimeError(msg)
 
     job, rec = make(on_idle=broken)
     storage = MemoryStorage()
-    engine = Engine(jobs=[job], storage=storage, clock=clock)
-    with pytest.raises(ExecutionError):
-        await engine.client.task(job).send("t", Command("a"))
-    assert [e[0] for e in rec.events] == ["a"]
-    assert await storage.list_instances() == []
+    policy = DefectPolicy(max_retries=1, backoff=Backoff.fixed("5 seconds"))
+    engine = Engine(jobs=[job], storage=storage, clock=clock, defect_policy=policy)
+    client = engine.client.task(job)
+
+    # on_idle runs on the worker: the send is applied and cannot fail because of it
+    sent = await client.send("t", Command("a"))
+    assert sent.status == "applied"
+    assert raised == []
+
+    await clock.run_due()
+    assert raised == ["on_event"]
+    assert (await client.status("t")).status == "retrying"  # by the defect policy
+    await clock.advance("5 seconds")
+    assert raised == ["on_event", "on_event"]
+
+    status = await client.status("t")
+    assert status.status == "failed"
+    assert status.last_error is not None
+    assert "RuntimeError: idle broke" in status.last_error
+    assert await client.get_state("t") == Flow(("a",))  # the event's fold is kept
+    assert [(d.reason, d.state) for d in await storage.dead_letters()] == [
+        ("defect", {"log": ["a"]})
+    ]
+    await clock.advance("1 day")
+    assert raised == ["on_event", "on_event"]
+    assert rec.calls == []
 
 
 async def test_on_idle_raising_after_a_final_failure_parks_the_task(clock: TestClock) -> None:
@@ -895,6 +967,7 @@ async def test_observer_sees_retries_and_exhaustion(clock: TestClock) -> None:
     engine = Engine(jobs=[job], storage=MemoryStorage(), clock=clock, observers=[events.append])
     client = engine.client.task(job)
     await client.send("t", Command("a"))
+    await clock.run_due()  # the on_idle owed after on_event
     await client.trigger("t")
     await clock.advance(4)
     failures = [
@@ -906,4 +979,210 @@ async def test_observer_sees_retries_and_exhaustion(clock: TestClock) -> None:
         ("job.failed", 1, "StepError: 503", True, T0 + timedelta(seconds=4), None),
         ("job.retry_exhausted", 2, "StepError: 503", None, None, "max_attempts"),
     ]
-    assert "job.executed" not in [e.type for e in events]
+    # nothing else: the failed attempts' schedule("1 hour") is not reported as scheduled,
+    # and the on_idle run after the send is not an execution
+    assert [e.type for e in events] == ["job.failed", "job.retry_exhausted"]
+
+
+# --- the worker runs execute; a send or trigger during a run never waits for it ---------
+
+HANG_GUARD = 10.0
+"""
+Seconds before a blocked await fails the test instead of hanging it. Never reached when the
+behaviour is right: these calls do not wait for user code (0.1.0 held the instance for the
+whole run, so they waited for the gated `execute`, which waits for the test: a deadlock).
+"""
+
+
+T = TypeVar("T")
+
+
+async def promptly(awaitable: Awaitable[T]) -> T:
+    async with asyncio.timeout(HANG_GUARD):
+        return await awaitable
+
+
+@attrs.define
+class Gated:
+    """A task whose async `execute` blocks, on its first call, until the test releases it."""
+
+    started: asyncio.Event = attrs.field(factory=asyncio.Event)
+    release: asyncio.Event = attrs.field(factory=asyncio.Event)
+    folded: list[tuple[str, int]] = attrs.field(factory=list[tuple[str, int]])
+    runs: list[tuple[datetime, Flow | None]] = attrs.field(
+        factory=list[tuple[datetime, Flow | None]]
+    )
+
+    def job(self) -> Task[Command, Flow, StepError]:
+        def on_event(ctx: TaskEventContext[Command, Flow]) -> None:
+            self.folded.append((ctx.event.action, ctx.event_count))
+            if ctx.event.action == "explode":
+                msg = "on_event broke"
+                raise RuntimeError(msg)
+            ctx.update_state(lambda s: append(s, ctx.event.action))
+            if ctx.event.action == "go":
+                ctx.schedule(0)
+
+        async def execute(ctx: TaskExecuteContext[Flow]) -> Result[None, StepError]:
+            self.runs.append((ctx.now, ctx.state))
+            if len(self.runs) == 1:
+                self.started.set()
+                await self.release.wait()
+            ctx.update_state(lambda s: append(s, f"exec{len(self.runs)}"))
+            return Ok(None)
+
+        return Task(name="gated", event=Command, state=Flow, on_event=on_event, execute=execute)
+
+
+async def test_send_during_a_running_execute_is_queued_then_folded_in_order(
+    clock: TestClock,
+) -> None:
+    """
+    Sends while `execute` runs return "queued" at once; the worker folds them, in order,
+    right after the run (after execute's own state change).
+
+    Fails on 0.1.0: `execute` ran holding the instance, so `send` waited for the whole run
+    (issue 11 measured 2.4-3.0 s per `add` on SQLite), and it had no "queued" status.
+    """
+    gated = Gated()
+    job = gated.job()
+    engine = Engine(jobs=[job], storage=MemoryStorage(), clock=clock)
+    client = engine.client.task(job)
+    await client.send("t", Command("go"))
+    worker = asyncio.create_task(clock.run_due())
+    await promptly(gated.started.wait())
+
+    sent = [await promptly(client.send("t", Command(action))) for action in ("b", "c")]
+
+    assert [(s.status, s.created) for s in sent] == [("queued", False), ("queued", False)]
+    assert gated.folded == [("go", 1)]  # not folded yet
+    status = await client.status("t")
+    assert (status.status, status.queued_events, status.event_count) == ("running", 2, 1)
+    assert await client.get_state("t") == Flow(("go",))
+
+    gated.release.set()
+    await promptly(worker)
+
+    assert gated.folded == [("go", 1), ("b", 2), ("c", 3)]
+    assert await client.get_state("t") == Flow(("go", "exec1", "b", "c"))
+    status = await client.status("t")
+    assert (status.status, status.queued_events, status.event_count, status.execute_count) == (
+        "idle",
+        0,
+        3,
+        1,
+    )
+    assert len(gated.runs) == 1
+
+
+async def test_a_queued_event_whose_on_event_raises_gets_its_own_dead_letter(
+    clock: TestClock,
+) -> None:
+    """
+    A queued event that cannot be folded is dead-lettered (reason "on_event") on its own;
+    the events queued after it are still folded and the task carries on.
+
+    Fails on 0.1.0: there was no queue of sends. A send waited for the running `execute`
+    and then raised `ExecutionError` to its caller: nothing was kept of that event.
+    """
+    gated = Gated()
+    job = gated.job()
+    storage = MemoryStorage()
+    engine = Engine(jobs=[job], storage=storage, clock=clock)
+    client = engine.client.task(job)
+    await client.send("t", Command("go"))
+    worker = asyncio.create_task(clock.run_due())
+    await promptly(gated.started.wait())
+
+    sent = [await promptly(client.send("t", Command(a))) for a in ("b", "explode", "c")]
+    assert [s.status for s in sent] == ["queued", "queued", "queued"]
+    gated.release.set()
+    await promptly(worker)
+
+    assert gated.folded == [("go", 1), ("b", 2), ("explode", 3), ("c", 3)]
+    assert await client.get_state("t") == Flow(("go", "exec1", "b", "c"))
+    letters = await storage.dead_letters()
+    assert [(d.key, d.reason, d.attempts, d.event) for d in letters] == [
+        (
+            InstanceKey(JobKind.TASK, "gated", "t"),
+            "on_event",
+            1,
+            {"action": "explode", "seconds": 0},
+        )
+    ]
+    assert "on_event broke" in letters[0].error
+    assert letters[0].state == {"log": ["go", "exec1", "b"]}  # as the event found it
+    status = await client.status("t")
+    assert (status.status, status.event_count, status.queued_events) == ("idle", 3, 0)
+
+
+async def test_trigger_during_a_run_runs_execute_again_right_after_it(clock: TestClock) -> None:
+    """
+    A trigger while `execute` runs reports `after_current_run` and execute runs once more
+    right after the run ends, on the worker (with what the first run committed).
+
+    Fails on 0.1.0: trigger ran `execute` itself, in the caller, after waiting for the
+    instance held by the running one.
+    """
+    gated = Gated()
+    job = gated.job()
+    engine = Engine(jobs=[job], storage=MemoryStorage(), clock=clock)
+    client = engine.client.task(job)
+    await client.send("t", Command("go"))
+    worker = asyncio.create_task(clock.run_due())
+    await promptly(gated.started.wait())
+
+    triggered = await promptly(client.trigger("t"))
+
+    assert (triggered.triggered, triggered.after_current_run) == (True, True)
+    assert len(gated.runs) == 1
+    gated.release.set()
+    await promptly(worker)
+
+    assert gated.runs == [(T0, Flow(("go",))), (T0, Flow(("go", "exec1")))]
+    status = await client.status("t")
+    assert (status.status, status.execute_count) == ("idle", 2)
+    await clock.advance("1 day")
+    assert len(gated.runs) == 2
+
+
+@attrs.frozen
+class Mailer:
+    sender: str
+
+
+async def test_on_idle_after_a_send_runs_on_the_worker_with_its_deps(clock: TestClock) -> None:
+    """
+    A send that leaves no alarm owes `on_idle`: a worker runs it shortly after, with the
+    engine's deps; a client without deps can send.
+
+    Fails on 0.1.0: on_idle ran inside `send` (the caller's process, before send returned),
+    so whoever sent needed the jobs' deps.
+    """
+    idle: list[tuple[IdleReason, Flow | None, str]] = []
+
+    def on_event(ctx: TaskEventContext[Command, Flow]) -> None:
+        ctx.update_state(lambda s: append(s, ctx.event.action))
+
+    def execute(ctx: TaskExecuteContext[Flow, Mailer]) -> Result[None, StepError]:
+        return Ok(None)
+
+    def on_idle(ctx: TaskIdleContext[Flow, Mailer]) -> None:
+        idle.append((ctx.idle_reason, ctx.state, ctx.deps.sender))
+
+    job = Task(
+        name="idle", event=Command, state=Flow, on_event=on_event, execute=execute, on_idle=on_idle
+    )
+    storage = MemoryStorage()
+    engine = Engine(jobs=[job], deps=Mailer("ops@example.com"), storage=storage, clock=clock)
+    web = Client(jobs=[job], storage=storage, clock=clock)  # a web process: no deps
+
+    sent = await web.task(job).send("t", Command("a"))
+
+    assert (sent.status, sent.scheduled_at) == ("applied", None)
+    assert idle == []
+    await clock.run_due()
+    assert idle == [("on_event", Flow(("a",)), "ops@example.com")]
+    assert (await engine.client.task(job).status("t")).status == "idle"
+    await clock.advance("1 day")
+    assert len(idle) == 1

@@ -92,14 +92,14 @@ async def main() -> None:
     assert (await engine.client.debounce(exports).status("daily")).status == "not_found"
 
     world.disk_full = False
-    resumed = await engine.resume(letter.id)  # rebuilt from the letter, due now
-    assert resumed.action == "recreated"
+    resumed = await engine.resume(letter.id)  # the batch is queued again, due now
+    assert resumed.action == "requeued"
     await clock.run_due()
     assert exported == [120]
     assert await engine.dead_letters() == []
 
     bills = engine.client.task(invoices)
-    assert (await bills.send("inv-0", -5)).terminated
+    assert (await bills.send("inv-0", -5)).status == "terminated"
     assert await bills.get_state("inv-0") is None
 
     await bills.send("inv-1", 250)

@@ -1,19 +1,23 @@
-"""An app module for `durable-jobs worker jobs_app:engine` (see cli_worker.py)."""
+"""The worker's module, for `durable-jobs worker jobs_app:engine` (see cli_worker.py)."""
 
 import os
 
-from getting_started import Digest, Signup, collect, send_digest
+from deps import Services
+from digest_jobs import digests
 
-from durable_jobs import Debounce, Engine, SqliteStorage
+from durable_jobs import Engine, SqliteStorage
 
 
-digests = Debounce(
-    name="digests",
-    event=Signup,
-    state=Digest,
-    flush_after="100 ms",  # short, so that the example ends quickly
-    on_event=collect,
-    execute=send_digest,
+class PrintMailer:
+    """A stand-in for a real mail client: the dependency only the worker builds."""
+
+    async def send(self, to: tuple[str, ...]) -> int:
+        print("worker: mailed", ", ".join(to), flush=True)
+        return 250
+
+
+engine = Engine(
+    jobs=[digests],
+    deps=Services(mailer=PrintMailer()),
+    storage=SqliteStorage(os.environ.get("JOBS_DB", "jobs.db")),
 )
-
-engine = Engine(jobs=[digests], storage=SqliteStorage(os.environ.get("JOBS_DB", "jobs.db")))

@@ -11,7 +11,6 @@ from durable_jobs import (
     Engine,
     MemoryStorage,
     Ok,
-    Succeeded,
     cron,
     every,
 )
@@ -56,16 +55,23 @@ async def main() -> None:
     client = engine.client.continuous(feeds)
     started = await client.start("python-blog", Feed("https://blog.python.org"))
     assert started.created
-    assert isinstance(started.outcome, Succeeded)  # run 1 happened inside `start`
-    assert started.next_run_at == start + timedelta(hours=1)
+    assert started.next_run_at == start  # start_immediately: run 1 is due now
+    assert await client.get_state("python-blog") == Feed("https://blog.python.org", polls=0)
     again = await client.start("python-blog", Feed("https://example.com"))
     assert not again.created  # an existing id is left as it is
 
-    await clock.advance("1 hour")  # run 2
-    await client.trigger("python-blog")  # run 3, now: the schedule does not move
+    await clock.run_due()  # a worker runs what is due: run 1
     status = await client.status("python-blog")
-    assert (status.status, status.run_count) == ("running", 3)
-    assert status.next_run_at == start + timedelta(hours=2)
+    assert (status.status, status.run_count) == ("scheduled", 1)
+    assert status.next_run_at == start + timedelta(hours=1)
+
+    await clock.advance("1 hour")  # run 2
+    triggered = await client.trigger("python-blog")  # run 3 is due now
+    assert triggered.triggered
+    await clock.run_due()
+    status = await client.status("python-blog")
+    assert status.run_count == 3
+    assert status.next_run_at == start + timedelta(hours=2)  # the schedule did not move
     assert await client.get_state("python-blog") == Feed("https://blog.python.org", polls=3)
 
     await clock.advance("1 hour")  # run 4 terminates

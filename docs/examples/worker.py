@@ -27,10 +27,9 @@ async def main() -> None:
         added = await client.add("team-7", Signup("a@example.com"))
         print("the batch flushes at", added.will_flush_at)
         await client.add("team-7", Signup("b@example.com"))
-        for _ in range(100):  # meanwhile the worker flushes the batch (a 100 ms window)
-            if outbox:
-                break
-            await asyncio.sleep(0.02)
+        assert added.batch_id is not None
+        async with asyncio.timeout(5):  # the worker flushes the batch after 100 ms
+            await client.wait_flushed("team-7", added.batch_id)
     await engine.storage.close()
     assert outbox == [("a@example.com", "b@example.com")]
 

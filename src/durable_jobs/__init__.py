@@ -34,6 +34,7 @@ from ._errors import ExecutionError as ExecutionError
 from ._errors import InstanceNotFoundError as InstanceNotFoundError
 from ._errors import InvalidDefinitionError as InvalidDefinitionError
 from ._errors import JobNotFoundError as JobNotFoundError
+from ._errors import SchemaMismatchError as SchemaMismatchError
 from ._errors import StorageError as StorageError
 from ._errors import ValidationError as ValidationError
 from ._observe import EventType as EventType
@@ -46,31 +47,29 @@ from ._retry import Backoff as Backoff
 from ._retry import Retry as Retry
 from ._runtime._admin import ResumeAction as ResumeAction
 from ._runtime._admin import ResumeResult as ResumeResult
+from ._runtime._client import Client as Client
 from ._runtime._client import ContinuousClient as ContinuousClient
 from ._runtime._client import DebounceClient as DebounceClient
 from ._runtime._client import TaskClient as TaskClient
 from ._runtime._client import WorkerPoolClient as WorkerPoolClient
 from ._runtime._engine import Engine as Engine
 from ._runtime._results import AddResult as AddResult
+from ._runtime._results import BatchStage as BatchStage
+from ._runtime._results import BatchStatus as BatchStatus
 from ._runtime._results import CancelResult as CancelResult
+from ._runtime._results import CancelStatus as CancelStatus
 from ._runtime._results import ClearResult as ClearResult
 from ._runtime._results import ContinuousStatus as ContinuousStatus
 from ._runtime._results import DebounceStatus as DebounceStatus
 from ._runtime._results import EnqueueResult as EnqueueResult
 from ._runtime._results import FlushResult as FlushResult
-from ._runtime._results import PartitionStatus as PartitionStatus
 from ._runtime._results import PoolStatus as PoolStatus
 from ._runtime._results import SendResult as SendResult
+from ._runtime._results import SendStatus as SendStatus
 from ._runtime._results import StartResult as StartResult
 from ._runtime._results import TaskStatus as TaskStatus
 from ._runtime._results import TerminateResult as TerminateResult
 from ._runtime._results import TriggerResult as TriggerResult
-from ._runtime._runner import Defect as Defect
-from ._runtime._runner import FailedFinally as FailedFinally
-from ._runtime._runner import Outcome as Outcome
-from ._runtime._runner import RetryScheduled as RetryScheduled
-from ._runtime._runner import Succeeded as Succeeded
-from ._runtime._runner import Terminated as Terminated
 from ._runtime._services import DefectPolicy as DefectPolicy
 from ._schedule import Cron as Cron
 from ._schedule import Every as Every
@@ -82,6 +81,7 @@ from ._storage._interface import InstanceKey as InstanceKey
 from ._storage._interface import InstanceRecord as InstanceRecord
 from ._storage._interface import InstanceStatus as InstanceStatus
 from ._storage._interface import JobKind as JobKind
+from ._storage._interface import Lease as Lease
 from ._storage._interface import Storage as Storage
 from ._storage._memory import MemoryStorage as MemoryStorage
 from ._storage._sqlite import SqliteStorage as SqliteStorage
@@ -90,8 +90,12 @@ from ._storage._sqlite import SqliteStorage as SqliteStorage
 __all__ = [
     "AddResult",
     "Backoff",
+    "BatchStage",
+    "BatchStatus",
     "CancelResult",
+    "CancelStatus",
     "ClearResult",
+    "Client",
     "Clock",
     "ConflictError",
     "Continuous",
@@ -106,7 +110,6 @@ __all__ = [
     "DebounceEventContext",
     "DebounceExecuteContext",
     "DebounceStatus",
-    "Defect",
     "DefectPolicy",
     "DuplicateJobError",
     "DurableJobsError",
@@ -118,7 +121,6 @@ __all__ = [
     "EventType",
     "Every",
     "ExecutionError",
-    "FailedFinally",
     "FailureReason",
     "FlushReason",
     "FlushResult",
@@ -132,25 +134,24 @@ __all__ = [
     "JobEvent",
     "JobKind",
     "JobNotFoundError",
+    "Lease",
     "MemoryStorage",
     "Observer",
     "Ok",
-    "Outcome",
-    "PartitionStatus",
     "PoolStatus",
     "Registrable",
     "Result",
     "ResumeAction",
     "ResumeResult",
     "Retry",
-    "RetryScheduled",
     "Schedule",
+    "SchemaMismatchError",
     "SendResult",
+    "SendStatus",
     "SqliteStorage",
     "StartResult",
     "Storage",
     "StorageError",
-    "Succeeded",
     "SystemClock",
     "Task",
     "TaskClient",
@@ -159,7 +160,6 @@ __all__ = [
     "TaskIdleContext",
     "TaskStatus",
     "TerminateResult",
-    "Terminated",
     "TriggerResult",
     "ValidationError",
     "WorkerPool",

@@ -2,7 +2,8 @@
 The `durable-jobs` command: run a worker, look at instances and dead letters, run the demo.
 
 Exit codes: 0 success, 1 unexpected failure, 2 bad usage (arguments, module path),
-3 not found (job, instance, dead letter), 4 storage unreadable or failing, 5 conflict.
+3 not found (job, instance, dead letter), 4 storage unreadable or failing (or its schema
+needs `durable-jobs migrate`), 5 conflict.
 """
 
 import argparse
@@ -15,7 +16,7 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TextIO, TypeGuard
+from typing import Protocol, TextIO, TypeGuard, runtime_checkable
 
 from . import demo as demo_module
 from ._clock import Clock, SystemClock
@@ -26,9 +27,9 @@ from ._errors import (
     StorageError,
 )
 from ._runtime import _admin
-from ._runtime._engine import DEFAULT_DATABASE, Engine
+from ._runtime._engine import Engine
 from ._storage._interface import DeadLetter, InstanceRecord, Storage
-from ._storage._sqlite import SqliteStorage
+from ._storage._sqlite import DEFAULT_DATABASE, SqliteStorage
 
 
 EXIT_OK = 0
@@ -41,6 +42,15 @@ EXIT_CONFLICT = 5
 
 class UsageError(Exception):
     """A bad argument the parser could not catch (e.g. a module path)."""
+
+
+@runtime_checkable
+class Migratable(Protocol):
+    """A storage with a versioned schema (SQLite, PostgreSQL)."""
+
+    async def migrate(self) -> tuple[int, int]:
+        """Apply pending schema migrations; the version before and after."""
+        ...
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -104,6 +114,12 @@ def _parser() -> argparse.ArgumentParser:
         action.add_argument("letter_id", metavar="LETTER_ID")
         action.set_defaults(run=run)
 
+    migrate = commands.add_parser(
+        "migrate", help="upgrade the database schema (stop every worker first; no downgrade)"
+    )
+    _storage_options(migrate)
+    migrate.set_defaults(run=_migrate)
+
     demo = commands.add_parser("demo", help="run the self-contained demo on SQLite")
     demo_module.add_arguments(demo)
     demo.set_defaults(run=_demo)
@@ -116,6 +132,10 @@ def _storage_options(parser: argparse.ArgumentParser) -> None:
         "--db", type=Path, help=f"a SQLite database file (default: ./{DEFAULT_DATABASE})"
     )
     where.add_argument("--app", metavar="MODULE:ENGINE", help="use this engine's storage")
+    where.add_argument("--dsn", help="a PostgreSQL connection string (needs the postgres extra)")
+    parser.add_argument(
+        "--schema", default="durable_jobs", help="the PostgreSQL schema (with --dsn)"
+    )
 
 
 # -- commands -------------------------------------------------------------------------------
@@ -142,10 +162,25 @@ async def _serve(engine: Engine[object]) -> int:
         loop.add_signal_handler(number, on_signal)
     names = ", ".join(engine.job_names) or "no jobs"
     print(f"durable-jobs worker: serving {names}", file=sys.stderr, flush=True)
-    async with engine:
-        await stop.wait()
-        print("durable-jobs worker: stopping after in-flight work", file=sys.stderr, flush=True)
-    await engine.storage.close()
+    try:
+        async with engine:
+            serving = engine.serving
+
+            async def until_signalled() -> None:
+                await stop.wait()
+
+            waiting = asyncio.ensure_future(until_signalled())
+            watched = {waiting} if serving is None else {waiting, serving}
+            await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+            waiting.cancel()
+            stopped = None
+            if serving is not None and serving.done() and not serving.cancelled():
+                stopped = serving.exception()
+            if stopped is not None:
+                raise stopped  # the worker stopped on its own (a schema it must not run on)
+            print("durable-jobs worker: stopping after in-flight work", file=sys.stderr, flush=True)
+    finally:
+        await engine.storage.close()
     return EXIT_OK
 
 
@@ -238,6 +273,22 @@ def _letters_discard(args: argparse.Namespace) -> int:
     return _with_storage(args, run)
 
 
+def _migrate(args: argparse.Namespace) -> int:
+    async def run(storage: Storage, clock: Clock) -> int:
+        del clock
+        if not isinstance(storage, Migratable):
+            msg = f"a {type(storage).__name__} has no schema to migrate"
+            raise UsageError(msg)
+        before, after = await storage.migrate()
+        if before == after:
+            print(f"schema version {after}: up to date")
+        else:
+            print(f"schema version {before} -> {after}: migrated")
+        return EXIT_OK
+
+    return _with_storage(args, run)
+
+
 def _demo(args: argparse.Namespace) -> int:
     return demo_module.run(args)
 
@@ -248,14 +299,17 @@ def _demo(args: argparse.Namespace) -> int:
 def _with_storage(
     args: argparse.Namespace, run: Callable[[Storage, Clock], Coroutine[None, None, int]]
 ) -> int:
-    """Run `run` against the storage of `--app`, or the SQLite file of `--db`."""
+    """Run `run` against the storage of `--app`, `--dsn`, or the SQLite file of `--db`."""
     app: str | None = args.app
     db: Path | None = args.db
+    dsn: str | None = args.dsn
     storage: Storage
     clock: Clock
     if app is not None:
         engine = _load_engine(app)
         storage, clock = engine.storage, engine.clock
+    elif dsn is not None:
+        storage, clock = _postgres(dsn, args.schema), SystemClock()
     else:
         path = db if db is not None else Path(DEFAULT_DATABASE)
         if not path.is_file():
@@ -270,6 +324,18 @@ def _with_storage(
             await storage.close()
 
     return asyncio.run(go())
+
+
+def _postgres(dsn: str, schema: str) -> Storage:
+    try:
+        from .postgres import PostgresStorage  # noqa: PLC0415 - psycopg is an optional extra
+    except ImportError as exc:
+        msg = f"--dsn needs the postgres extra (pip install 'durable-jobs[postgres]'): {exc}"
+        raise UsageError(msg) from exc
+    try:
+        return PostgresStorage(dsn, schema=schema)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def _load_engine(spec: str) -> Engine[object]:

@@ -1,10 +1,11 @@
 """
 The contexts handed to user callbacks.
 
-Each context is a thin view over a private `Scope` that the engine owns for one execution:
-state changes, schedule requests and termination are recorded there and only take effect
-when the runner commits the outcome. The type parameters are documented per class; `R`
-(the dependencies) defaults to `object`, so `DebounceExecuteContext[Batch]` is valid.
+Each context is a thin view over cells the engine owns for one execution (`StateCell`,
+`ScheduleCell`): state changes and schedule requests are recorded there, termination is
+raised as `TerminateSignal`, and they only take effect when the run's outcome is written.
+The type parameters are documented per class; `R` (the dependencies) defaults to `object`,
+so `DebounceExecuteContext[Batch]` is valid.
 """
 
 from collections.abc import Callable
@@ -90,19 +91,18 @@ class ScheduleCell:
         self.changed = True
 
 
-class _BaseContext(Generic[R]):
+class _Info(Generic[R]):
     """
-    What every context exposes.
+    What every context exposes except `deps`.
 
     Type parameters:
-        R: the type of `deps` (the job's requirements).
+        R: the job's requirements (exposed as `deps` by the contexts that have them).
     """
 
-    __slots__ = ("_deps", "_info")
+    __slots__ = ("_info",)
 
-    def __init__(self, info: ExecutionInfo, deps: R) -> None:
+    def __init__(self, info: ExecutionInfo) -> None:
         self._info = info
-        self._deps = deps
 
     @property
     def job_name(self) -> str:
@@ -120,11 +120,6 @@ class _BaseContext(Generic[R]):
         return self._info.instance_id
 
     @property
-    def deps(self) -> R:
-        """The engine's dependencies, typed by the job's requirement `R`."""
-        return self._deps
-
-    @property
     def attempt(self) -> int:
         """The number of this attempt: 1 on the first try, 2 on the first retry, ..."""
         return self._info.attempt
@@ -136,8 +131,50 @@ class _BaseContext(Generic[R]):
 
     @property
     def now(self) -> datetime:
-        """The engine clock's time when this execution started (timezone-aware)."""
+        """
+        The engine clock's time when this execution started (timezone-aware).
+
+        `on_error`, and a task's `on_idle` after `execute`, see the time `execute` started; a
+        task event folded after a run sees the time that run started.
+        """
         return self._info.now
+
+
+class _Deps(Generic[R]):
+    """
+    The `deps` of a context whose callback runs on a worker (never in a client's call).
+
+    Type parameters:
+        R: the type of `deps` (the job's requirements).
+    """
+
+    __slots__ = ()
+
+    def _dependencies(self) -> R:
+        raise NotImplementedError
+
+    @property
+    def deps(self) -> R:
+        """The engine's dependencies, typed by the job's requirement `R`."""
+        return self._dependencies()
+
+
+class _BaseContext(_Info[R], _Deps[R]):
+    """
+    What every context of a worker callback exposes.
+
+    Type parameters:
+        R: the type of `deps` (the job's requirements).
+    """
+
+    __slots__ = ("_deps",)
+
+    def __init__(self, info: ExecutionInfo, deps: R) -> None:
+        super().__init__(info)
+        self._deps = deps
+
+    def _dependencies(self) -> R:
+        return self._deps
 
 
 def _terminate(reason: str | None) -> NoReturn:
@@ -183,22 +220,23 @@ class ContinuousContext(_BaseContext[R], Generic[S, R]):
         _terminate(reason)
 
 
-class DebounceEventContext(_BaseContext[R], Generic[I, S, R]):
+class DebounceEventContext(_Info[R], Generic[I, S, R]):
     """
     The context of a `Debounce` job's `on_event` (the fold of one event into the batch).
+
+    The fold runs inside the `add` call that brought the event, in the caller's process and
+    transaction: it must be pure and fast, and it has no `deps`.
 
     Type parameters:
         I: the event type.
         S: the batch state; `state` is None for the first event of a batch.
-        R: the type of `deps`.
+        R: the job's requirements (not exposed here: a fold needs none).
     """
 
     __slots__ = ("_event", "_event_count", "_state")
 
-    def __init__(
-        self, info: ExecutionInfo, deps: R, event: I, state: S | None, event_count: int
-    ) -> None:
-        super().__init__(info, deps)
+    def __init__(self, info: ExecutionInfo, event: I, state: S | None, event_count: int) -> None:
+        super().__init__(info)
         self._event = event
         self._state = state
         self._event_count = event_count
@@ -228,7 +266,7 @@ class DebounceExecuteContext(_BaseContext[R], Generic[S, R]):
         R: the type of `deps`.
     """
 
-    __slots__ = ("_event_count", "_flush_reason", "_started_at", "_state")
+    __slots__ = ("_batch_id", "_event_count", "_flush_reason", "_started_at", "_state")
 
     def __init__(
         self,
@@ -238,12 +276,22 @@ class DebounceExecuteContext(_BaseContext[R], Generic[S, R]):
         event_count: int,
         flush_reason: FlushReason,
         started_at: datetime,
+        batch_id: str,
     ) -> None:
         super().__init__(info, deps)
         self._state = state
         self._event_count = event_count
         self._flush_reason: FlushReason = flush_reason
         self._started_at = started_at
+        self._batch_id = batch_id
+
+    @property
+    def batch_id(self) -> str:
+        """
+        The batch's id: the same on every retry of its flush (a receiver can deduplicate
+        by it), different for every batch.
+        """
+        return self._batch_id
 
     @property
     def state(self) -> S:
@@ -266,19 +314,25 @@ class DebounceExecuteContext(_BaseContext[R], Generic[S, R]):
         return self._started_at
 
     def terminate(self, reason: str | None = None) -> NoReturn:
-        """Drop the batch: purge state and alarm; no retry, no `on_error`."""
+        """Drop this batch: no retry, no `on_error` (later batches of the id go on)."""
         _terminate(reason)
 
 
-class _TaskContext(_BaseContext[R], Generic[S, R]):
-    """State and alarm control shared by the task contexts."""
+class _TaskContext(_Info[R], Generic[S, R]):
+    """
+    State and alarm control shared by the task contexts.
+
+    Type parameters:
+        S: the task's state (`state` is `S | None`).
+        R: the job's requirements.
+    """
 
     __slots__ = ("_schedule", "_state")
 
     def __init__(
-        self, info: ExecutionInfo, deps: R, state: StateCell[S | None], schedule: ScheduleCell
+        self, info: ExecutionInfo, state: StateCell[S | None], schedule: ScheduleCell
     ) -> None:
-        super().__init__(info, deps)
+        super().__init__(info)
         self._state = state
         self._schedule = schedule
 
@@ -324,10 +378,14 @@ class TaskEventContext(_TaskContext[S, R], Generic[I, S, R]):
     """
     The context of a `Task` job's `on_event`.
 
+    `on_event` is a fold: it runs inside the `send` call (or, for an event sent while
+    `execute` was running, in the worker right after that run), so it must be pure and
+    fast, and it has no `deps`.
+
     Type parameters:
         I: the event type.
         S: the task's state (`state` is `S | None`).
-        R: the type of `deps`.
+        R: the job's requirements (not exposed here: a fold needs none).
     """
 
     __slots__ = ("_event", "_event_count")
@@ -335,13 +393,12 @@ class TaskEventContext(_TaskContext[S, R], Generic[I, S, R]):
     def __init__(
         self,
         info: ExecutionInfo,
-        deps: R,
         state: StateCell[S | None],
         schedule: ScheduleCell,
         event: I,
         event_count: int,
     ) -> None:
-        super().__init__(info, deps, state, schedule)
+        super().__init__(info, state, schedule)
         self._event = event
         self._event_count = event_count
 
@@ -356,7 +413,7 @@ class TaskEventContext(_TaskContext[S, R], Generic[I, S, R]):
         return self._event_count
 
 
-class TaskExecuteContext(_TaskContext[S, R], Generic[S, R]):
+class TaskExecuteContext(_TaskContext[S, R], _Deps[R], Generic[S, R]):
     """
     The context of a `Task` job's `execute` (its alarm fired, or `trigger`).
 
@@ -365,7 +422,7 @@ class TaskExecuteContext(_TaskContext[S, R], Generic[S, R]):
         R: the type of `deps`.
     """
 
-    __slots__ = ("_execute_count",)
+    __slots__ = ("_deps", "_execute_count")
 
     def __init__(
         self,
@@ -375,8 +432,12 @@ class TaskExecuteContext(_TaskContext[S, R], Generic[S, R]):
         schedule: ScheduleCell,
         execute_count: int,
     ) -> None:
-        super().__init__(info, deps, state, schedule)
+        super().__init__(info, state, schedule)
+        self._deps = deps
         self._execute_count = execute_count
+
+    def _dependencies(self) -> R:
+        return self._deps
 
     @property
     def execute_count(self) -> int:
@@ -384,16 +445,19 @@ class TaskExecuteContext(_TaskContext[S, R], Generic[S, R]):
         return self._execute_count
 
 
-class TaskIdleContext(_TaskContext[S, R], Generic[S, R]):
+class TaskIdleContext(_TaskContext[S, R], _Deps[R], Generic[S, R]):
     """
     The context of a `Task` job's `on_idle` (no alarm is set after a callback).
+
+    `on_idle` runs on a worker, never in a client's call: after `on_event` it runs shortly
+    after the `send` that left the task without an alarm.
 
     Type parameters:
         S: the task's state (`state` is `S | None`).
         R: the type of `deps`.
     """
 
-    __slots__ = ("_idle_reason",)
+    __slots__ = ("_deps", "_idle_reason")
 
     def __init__(
         self,
@@ -403,8 +467,12 @@ class TaskIdleContext(_TaskContext[S, R], Generic[S, R]):
         schedule: ScheduleCell,
         idle_reason: IdleReason,
     ) -> None:
-        super().__init__(info, deps, state, schedule)
+        super().__init__(info, state, schedule)
+        self._deps = deps
         self._idle_reason: IdleReason = idle_reason
+
+    def _dependencies(self) -> R:
+        return self._deps
 
     @property
     def idle_reason(self) -> IdleReason:
@@ -421,7 +489,7 @@ class WorkerPoolContext(_BaseContext[R], Generic[I, R]):
         R: the type of `deps`.
     """
 
-    __slots__ = ("_event", "_event_id", "_partition", "_partition_key", "_priority")
+    __slots__ = ("_event", "_event_id", "_partition_key", "_priority")
 
     def __init__(
         self,
@@ -429,14 +497,12 @@ class WorkerPoolContext(_BaseContext[R], Generic[I, R]):
         deps: R,
         event: I,
         event_id: str,
-        partition: int,
         partition_key: str | None,
         priority: int,
     ) -> None:
         super().__init__(info, deps)
         self._event = event
         self._event_id = event_id
-        self._partition = partition
         self._partition_key = partition_key
         self._priority = priority
 
@@ -451,18 +517,13 @@ class WorkerPoolContext(_BaseContext[R], Generic[I, R]):
         return self._event_id
 
     @property
-    def partition(self) -> int:
-        """The index of the pool instance processing this event (0 .. concurrency-1)."""
-        return self._partition
-
-    @property
     def partition_key(self) -> str | None:
-        """The partition key given to `enqueue`, if any."""
+        """The partition key given to `enqueue`, if any (one key, one event at a time)."""
         return self._partition_key
 
     @property
     def priority(self) -> int:
-        """The event's priority (higher runs first within a partition)."""
+        """The event's priority (higher runs first among ready events)."""
         return self._priority
 
 

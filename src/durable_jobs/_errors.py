@@ -11,6 +11,8 @@ The errors durable-jobs raises, as one tree::
     ├── ValidationError              data from outside does not fit its type (ValueError);
     │                                `path` names the failing field
     ├── StorageError                 the storage backend failed or holds unreadable data
+    │   └── SchemaMismatchError      the database's schema is older (`durable-jobs migrate`)
+    │                                or newer than this version of durable-jobs
     └── ExecutionError               user code raised where no retry is possible
                                      (a Task's `on_event`, a Debounce's `on_event`)
 
@@ -60,6 +62,15 @@ class ValidationError(DurableJobsError, ValueError):
 
 class StorageError(DurableJobsError):
     """The storage backend failed, or holds data this version cannot read."""
+
+
+class SchemaMismatchError(StorageError):
+    """
+    The database's schema is not the one this version of durable-jobs runs against.
+
+    An older schema needs `durable-jobs migrate` (stop every worker first); a newer one needs
+    a newer durable-jobs. A worker that meets it stops instead of running.
+    """
 
 
 class ExecutionError(DurableJobsError):

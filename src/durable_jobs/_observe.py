@@ -22,12 +22,13 @@ EventType: TypeAlias = Literal[
     "job.retry_exhausted",
     "job.terminated",
     "job.dead_lettered",
+    "job.lease_lost",
     "debounce.started",
     "debounce.flushed",
     "task.scheduled",
     "pool.enqueued",
 ]
-"""The kinds of events the engine emits (SPEC §5)."""
+"""The kinds of events the engine emits."""
 
 logger = logging.getLogger("durable_jobs")
 
@@ -40,7 +41,9 @@ class JobEvent:
     Fields that do not apply to an event type are None: `error` is the real error text of
     `job.failed`/`job.retry_exhausted`/`job.dead_lettered`; `will_retry` and `retry_at` say
     whether and when a failed execution runs again; `reason` is a failure, flush, termination
-    or schedule-trigger reason.
+    or schedule-trigger reason. `job.lease_lost` reports a run whose result was discarded
+    because it no longer held its instance (its lease expired, or a client call such as
+    `terminate` ended it): nothing of that run was written.
     """
 
     type: EventType
@@ -56,6 +59,8 @@ class JobEvent:
     event_count: int | None = None
     scheduled_at: datetime | None = None
     event_id: str | None = None
+    batch_id: str | None = None
+    """The Debounce batch an event is about (`debounce.started`, `debounce.flushed`, ...)."""
     defect: bool = False
 
 
@@ -71,6 +76,7 @@ _LEVELS: dict[EventType, int] = {
     "job.failed": logging.WARNING,
     "job.retry_exhausted": logging.WARNING,
     "job.dead_lettered": logging.ERROR,
+    "job.lease_lost": logging.WARNING,
     "job.started": logging.INFO,
     "job.terminated": logging.INFO,
 }

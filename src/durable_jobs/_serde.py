@@ -54,6 +54,8 @@ _converter.register_structure_hook(str, _strict_str)
 _converter.register_structure_hook(int, _strict_int)
 _converter.register_structure_hook(float, _strict_float)
 _converter.register_structure_hook(bool, _strict_bool)
+# the library's own bookkeeping may hold an already-encoded JSON value (a sealed batch's state)
+_converter.register_structure_hook_func(lambda type_: type_ is JsonValue, lambda value, _: value)
 
 
 def _datetime(value: object) -> datetime:

@@ -74,8 +74,10 @@ class TestClock(Clock):
 
         The clock steps from one alarm time to the next (alarms scheduled while it goes are
         included when they fall due before the target), runs the attached drivers at each
-        step, ends at `now() + by` and runs what is due there. Raises `RuntimeError` when
-        alarms keep falling due at one instant forever (an alarm rescheduling itself for now).
+        step, ends at `now() + by` and runs what is due there. Work that a serving worker
+        (`async with engine:`) holds at that moment is not waited for: it runs there.
+        Raises `RuntimeError` when alarms keep falling due at one instant forever (an alarm
+        rescheduling itself for now).
         """
         await self._run_until(self._now + to_timedelta(by, field="by"))
 
@@ -164,8 +166,8 @@ class TestClock(Clock):
                     self._move(upcoming)
                     runs_here = 0
                 else:
-                    # still due here: scheduled for "now" by what just ran, or held by another
-                    # runner (a worker task); let other tasks make progress, then look again
+                    # still due here: scheduled for "now" by what just ran; let other tasks
+                    # make progress, then look again
                     runs_here += 1
                     if runs_here >= _MAX_RUNS_AT_ONE_INSTANT:
                         msg = (

@@ -70,7 +70,7 @@ async def _postgres(tmp: Path) -> AsyncGenerator[Storage]:
 
 BACKENDS: dict[str, Backend] = {
     "memory": Backend(_memory),
-    "sqlite": Backend(_sqlite),
+    "sqlite": Backend(_sqlite, concurrent_keys=False),
     "postgres": Backend(_postgres),
 }
 

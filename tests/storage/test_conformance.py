@@ -6,19 +6,25 @@ sleeps: concurrency is shown by interleaving coroutines with events and `sleep(0
 """
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import attrs
 import pytest
 
 from durable_jobs._storage._interface import (
+    Claim,
     DeadLetter,
     InstanceKey,
     InstanceRecord,
     InstanceStatus,
     InstanceTransaction,
+    ItemClaim,
+    ItemFinish,
+    ItemRetry,
     JobKind,
+    LeaseLostError,
+    PoolCounts,
     QueueItem,
     Storage,
 )
@@ -229,12 +235,12 @@ async def test_everything_commits_together_on_clean_exit(storage: Storage) -> No
         assert await storage.read(k) is None
         assert await storage.dead_letters() == []
         assert await storage.list_instances() == []
-        assert await storage.next_alarm_at() is None
+        assert await storage.next_alarm_at({}) is None
     assert await storage.read(k) == record(k, state={"n": 1}, alarm=at(10))
     assert [d.id for d in await storage.dead_letters()] == ["d1"]
     assert await has_seen(storage, k, "e1")
     assert await queue_ids(storage, k) == ["q1"]
-    assert await storage.next_alarm_at() == at(10)
+    assert await storage.next_alarm_at({}) == at(10)
 
 
 async def test_an_exception_discards_every_change(storage: Storage) -> None:
@@ -251,7 +257,7 @@ async def test_an_exception_discards_every_change(storage: Storage) -> None:
     assert await storage.dead_letters() == []
     assert not await has_seen(storage, k, "e1")
     assert await queue_size(storage, k) == 0
-    assert await storage.next_alarm_at() is None
+    assert await storage.next_alarm_at({}) is None
     assert await storage.list_instances() == []
 
 
@@ -269,7 +275,7 @@ async def test_an_exception_discards_purge_and_queue_removal(storage: Storage) -
     await in_failing_block(storage, k, changes)
     assert await storage.read(k) == record(k, state=1, alarm=at(5))
     assert await queue_ids(storage, k) == ["q1", "q2"]
-    assert await storage.next_alarm_at() == at(5)
+    assert await storage.next_alarm_at({}) == at(5)
 
 
 async def test_the_exception_propagates_unchanged(storage: Storage) -> None:
@@ -395,7 +401,20 @@ async def test_read_does_not_wait_for_an_open_block(storage: Storage) -> None:
         assert got.state == "committed"
 
 
-# -- alarms and leases ---------------------------------------------------------------------
+# -- claiming due instances ----------------------------------------------------------------
+
+
+async def claimed_keys(storage: Storage, now: datetime, limit: int = 10) -> list[InstanceKey]:
+    return [claim.key for claim in await storage.claim_due(now, limit=limit, lease=LEASE)]
+
+
+async def claim_one(
+    storage: Storage, k: InstanceKey | None = None, *, lease: timedelta = LEASE
+) -> Claim:
+    """Claim the first due instance (`k`, if given, must be it)."""
+    (claim,) = await storage.claim_due(at(1000), limit=1, lease=lease)
+    assert k is None or claim.key == k
+    return claim
 
 
 async def test_claim_due_orders_by_alarm_then_key_and_respects_limit(storage: Storage) -> None:
@@ -406,64 +425,111 @@ async def test_claim_due_orders_by_alarm_then_key_and_respects_limit(storage: St
     await put(storage, record(key("later"), alarm=at(100)))
     await put(storage, record(key("none")))
 
-    first = await storage.claim_due(at(10), limit=3, lease=LEASE)
-    assert list(first) == [key("c"), key("x", kind=JobKind.CONTINUOUS), key("a")]
-    rest = await storage.claim_due(at(10), limit=3, lease=LEASE)
-    assert list(rest) == [key("b")]
-    assert list(await storage.claim_due(at(10), limit=3, lease=LEASE)) == []
+    first = await claimed_keys(storage, at(10), limit=3)
+    assert first == [key("c"), key("x", kind=JobKind.CONTINUOUS), key("a")]
+    assert await claimed_keys(storage, at(10), limit=3) == [key("b")]
+    assert await claimed_keys(storage, at(10), limit=3) == []
 
 
 async def test_claim_due_includes_an_alarm_exactly_at_now(storage: Storage) -> None:
     await put(storage, record(alarm=at(10)))
-    assert list(await storage.claim_due(at(9), limit=10, lease=LEASE)) == []
-    assert list(await storage.claim_due(at(10), limit=10, lease=LEASE)) == [key()]
+    assert await claimed_keys(storage, at(9)) == []
+    assert await claimed_keys(storage, at(10)) == [key()]
 
 
 async def test_claim_due_with_zero_limit_claims_nothing(storage: Storage) -> None:
     await put(storage, record(alarm=at(1)))
-    assert list(await storage.claim_due(at(10), limit=0, lease=LEASE)) == []
-    assert list(await storage.claim_due(at(10), limit=1, lease=LEASE)) == [key()]
+    assert await claimed_keys(storage, at(10), limit=0) == []
+    assert await claimed_keys(storage, at(10), limit=1) == [key()]
 
 
-async def test_a_lease_hides_the_alarm_until_it_expires(storage: Storage) -> None:
-    await put(storage, record(alarm=at(1)))
-    assert list(await storage.claim_due(at(10), limit=10, lease=LEASE)) == [key()]
-    # leased until at(40)
-    assert list(await storage.claim_due(at(10), limit=10, lease=LEASE)) == []
-    assert list(await storage.claim_due(at(39), limit=10, lease=LEASE)) == []
-    assert list(await storage.claim_due(at(40), limit=10, lease=LEASE)) == [key()]
-    # claimed again: a new lease until at(70)
-    assert list(await storage.claim_due(at(69), limit=10, lease=LEASE)) == []
-
-
-async def test_saving_the_record_clears_the_lease(storage: Storage) -> None:
-    await put(storage, record(alarm=at(1)))
-    assert list(await storage.claim_due(at(10), limit=10, lease=LEASE)) == [key()]
-    await put(storage, record(alarm=at(5)))  # e.g. a retry scheduled in the past
-    assert list(await storage.claim_due(at(10), limit=10, lease=LEASE)) == [key()]
-
-
-async def test_a_block_that_does_not_save_keeps_the_lease(storage: Storage) -> None:
-    await put(storage, record(alarm=at(1)))
-    assert list(await storage.claim_due(at(10), limit=10, lease=LEASE)) == [key()]
+async def test_a_claim_returns_the_record_with_its_new_lease(storage: Storage) -> None:
+    rec = record(alarm=at(1), state={"n": 1}, meta={"m": 2})
+    await put(storage, rec)
+    claim = await claim_one(storage, key())
+    lease = claim.record.lease
+    assert lease is not None
+    assert lease.token == claim.token
+    assert attrs.evolve(claim.record, lease=None) == rec
+    assert await storage.read(key()) == claim.record  # the stored lease is the returned one
     async with storage.instance(key()) as tx:
-        assert tx.record is not None
+        assert tx.record == claim.record
+
+
+async def test_parked_and_paused_instances_are_not_claimed(storage: Storage) -> None:
+    parked = attrs.evolve(record(key("parked"), alarm=at(1)), status=InstanceStatus.FAILED)
+    paused = attrs.evolve(record(key("paused"), alarm=at(1)), status=InstanceStatus.PAUSED)
+    await put(storage, parked)
+    await put(storage, paused)
+    assert await claimed_keys(storage, at(10)) == []
+    assert await storage.next_alarm_at({}) is None
+
+
+async def test_a_live_lease_hides_the_instance_from_claims(storage: Storage) -> None:
+    await put(storage, record(alarm=at(1)))
+    await claim_one(storage)
+    # however late the engine clock: the lease is timed by the storage's own clock
+    assert await claimed_keys(storage, at(10)) == []
+    assert await claimed_keys(storage, at(10**6)) == []
+
+
+async def test_an_expired_lease_can_be_claimed_again_with_a_new_token(storage: Storage) -> None:
+    await put(storage, record(alarm=at(1)))
+    first = await claim_one(storage, lease=timedelta(0))  # expired as soon as it is granted
+    assert (await storage.read(key())) == attrs.evolve(first.record, lease=None)
+    second = await claim_one(storage, key())
+    assert second.token != first.token
+    assert second.record.lease is not None
+    assert second.record.lease.token == second.token
+
+
+async def test_every_claim_gets_its_own_token(storage: Storage) -> None:
+    for name in ("a", "b", "c"):
+        await put(storage, record(key(name), alarm=at(1)))
+    claims = await storage.claim_due(at(1), limit=10, lease=LEASE)
+    assert len({claim.token for claim in claims}) == 3
+
+
+async def test_saving_the_record_keeps_the_lease(storage: Storage) -> None:
+    await put(storage, record(alarm=at(1)))
+    claim = await claim_one(storage)
+    async with storage.instance(key()) as tx:  # e.g. a client's `send` during the run
+        tx.save(record(alarm=at(2), state="changed"))
+        current = tx.record
+        assert current is not None
+        assert current.lease == claim.record.lease
+    saved = await storage.read(key())
+    assert saved is not None
+    assert saved.state == "changed"
+    assert saved.lease == claim.record.lease
+    assert await claimed_keys(storage, at(10)) == []
+
+
+async def test_a_block_that_raises_keeps_the_lease(storage: Storage) -> None:
+    await put(storage, record(alarm=at(1)))
+    claim = await claim_one(storage)
 
     async def changes(tx: InstanceTransaction) -> None:
-        tx.save(record(alarm=at(2)))
+        tx.fence(claim.token)
+        tx.revoke_lease()
 
     await in_failing_block(storage, key(), changes)
-    assert list(await storage.claim_due(at(10), limit=10, lease=LEASE)) == []
+    got = await storage.read(key())
+    assert got is not None
+    assert got.lease == claim.record.lease
 
 
 async def test_purging_clears_the_lease(storage: Storage) -> None:
     await put(storage, record(alarm=at(1)))
-    assert list(await storage.claim_due(at(10), limit=10, lease=LEASE)) == [key()]
+    await claim_one(storage)
     async with storage.instance(key()) as tx:
         tx.purge()
-    assert list(await storage.claim_due(at(10), limit=10, lease=LEASE)) == []
+    assert await claimed_keys(storage, at(10)) == []
     await put(storage, record(alarm=at(2)))
-    assert list(await storage.claim_due(at(10), limit=10, lease=LEASE)) == [key()]
+    fresh = await storage.read(key())
+    assert fresh is not None
+    assert fresh.lease is None
+    assert await claimed_keys(storage, at(10)) == [key()]
 
 
 async def test_clearing_or_moving_the_alarm_changes_what_is_due(storage: Storage) -> None:
@@ -471,29 +537,186 @@ async def test_clearing_or_moving_the_alarm_changes_what_is_due(storage: Storage
     await put(storage, record(key("b"), alarm=at(2)))
     await put(storage, record(key("a")))  # alarm cleared
     await put(storage, record(key("b"), alarm=at(50)))  # moved later
-    assert list(await storage.claim_due(at(10), limit=10, lease=LEASE)) == []
-    assert await storage.next_alarm_at() == at(50)
-    assert list(await storage.claim_due(at(50), limit=10, lease=LEASE)) == [key("b")]
+    assert await claimed_keys(storage, at(10)) == []
+    assert await storage.next_alarm_at({}) == at(50)
+    assert await claimed_keys(storage, at(50)) == [key("b")]
 
 
-async def test_next_alarm_at_is_when_the_next_claim_can_succeed(storage: Storage) -> None:
-    assert await storage.next_alarm_at() is None
-    await put(storage, record(key("a")))
-    assert await storage.next_alarm_at() is None
-    await put(storage, record(key("b"), alarm=at(20)))
-    await put(storage, record(key("c"), alarm=at(10)))
-    assert await storage.next_alarm_at() == at(10)
-    assert list(await storage.claim_due(at(15), limit=10, lease=LEASE)) == [key("c")]
-    # c is leased until at(45): b's alarm comes first now
-    assert await storage.next_alarm_at() == at(20)
-    await put(storage, record(key("b"), alarm=at(60)))
-    assert await storage.next_alarm_at() == at(45)
-    await put(storage, record(key("b"), alarm=at(20)))
-    async with storage.instance(key("c")) as tx:
+# -- fenced finishes -----------------------------------------------------------------------
+
+
+async def test_a_fenced_finish_with_the_lease_commits_and_releases(storage: Storage) -> None:
+    k = key(kind=JobKind.WORKER_POOL)
+    await put(storage, record(k, alarm=at(1)))
+    claim = await claim_one(storage, k)
+    async with storage.instance(k) as tx:
+        assert tx.fence(claim.token)
+        tx.save(record(k, state="done", alarm=at(5)))
+        tx.add_dead_letter(letter("d1", k, T0))
+        tx.queue_push(item("q1"))
+    got = await storage.read(k)
+    assert got == record(k, state="done", alarm=at(5))  # no lease any more
+    assert [d.id for d in await storage.dead_letters()] == ["d1"]
+    assert await queue_ids(storage, k) == ["q1"]
+    assert await claimed_keys(storage, at(10)) == [k]
+
+
+async def test_a_fence_without_release_keeps_the_lease(storage: Storage) -> None:
+    await put(storage, record(alarm=at(1)))
+    claim = await claim_one(storage)
+    async with storage.instance(key()) as tx:
+        assert tx.fence(claim.token, release=False)
+        tx.save(record(alarm=at(1), state="sealed"))
+    got = await storage.read(key())
+    assert got is not None
+    assert got.state == "sealed"
+    assert got.lease == claim.record.lease
+    async with storage.instance(key()) as tx:  # the run's final write
+        assert tx.fence(claim.token)
+    released = await storage.read(key())
+    assert released is not None
+    assert released.lease is None
+
+
+async def stale_finish(storage: Storage, k: InstanceKey, token: str) -> None:
+    """A finish for `token` that would write everything; it must raise `LeaseLostError`."""
+
+    async def write() -> None:
+        async with storage.instance(k) as tx:
+            assert not tx.fence(token)
+            tx.save(record(k, state="stale", alarm=at(99)))
+            tx.add_dead_letter(letter("stale-letter", k, T0))
+            tx.remember("stale-event", T0)
+            tx.queue_push(item("stale-item"))
+
+    with pytest.raises(LeaseLostError):
+        await write()
+
+
+async def assert_nothing_stale_was_written(storage: Storage, k: InstanceKey) -> None:
+    got = await storage.read(k)
+    assert got is None or got.state != "stale"
+    assert "stale-letter" not in [d.id for d in await storage.dead_letters()]
+    assert not await has_seen(storage, k, "stale-event")
+    assert "stale-item" not in await queue_ids(storage, k)
+
+
+async def test_a_stale_token_writes_nothing(storage: Storage) -> None:
+    k = key(kind=JobKind.WORKER_POOL)
+    await put(storage, record(k, alarm=at(1), state="before"))
+    lost = await claim_one(storage, k, lease=timedelta(0))
+    taken = await claim_one(storage, k)  # another worker took the expired claim
+    await stale_finish(storage, k, lost.token)
+    await assert_nothing_stale_was_written(storage, k)
+    got = await storage.read(k)
+    assert got is not None
+    assert got.state == "before"
+    assert got.lease == taken.record.lease  # the new holder keeps its lease
+
+
+async def test_an_expired_lease_cannot_finish(storage: Storage) -> None:
+    k = key(kind=JobKind.WORKER_POOL)
+    await put(storage, record(k, alarm=at(1), state="before"))
+    expired = await claim_one(storage, k, lease=timedelta(0))
+    await stale_finish(storage, k, expired.token)
+    await assert_nothing_stale_was_written(storage, k)
+
+
+async def test_a_fence_after_a_purge_is_refused(storage: Storage) -> None:
+    k = key(kind=JobKind.WORKER_POOL)
+    await put(storage, record(k, alarm=at(1)))
+    claim = await claim_one(storage, k)
+    async with storage.instance(k) as tx:  # a client's `terminate`
         tx.purge()
-    assert await storage.next_alarm_at() == at(20)
-    await put(storage, record(key("b")))
-    assert await storage.next_alarm_at() is None
+    await stale_finish(storage, k, claim.token)
+    await assert_nothing_stale_was_written(storage, k)
+    assert await storage.read(k) is None
+
+
+async def test_a_revoked_lease_cannot_finish(storage: Storage) -> None:
+    k = key(kind=JobKind.WORKER_POOL)
+    await put(storage, record(k, alarm=at(1), state="before"))
+    claim = await claim_one(storage, k)
+    async with storage.instance(k) as tx:  # e.g. `Engine.resume` of a parked instance
+        tx.revoke_lease()
+        current = tx.record
+        assert current is not None
+        assert current.lease is None
+    revoked = await storage.read(k)
+    assert revoked is not None
+    assert revoked.lease is None
+    await stale_finish(storage, k, claim.token)
+    await assert_nothing_stale_was_written(storage, k)
+    again = await claim_one(storage, k)  # free for the next claim
+    assert again.token != claim.token
+
+
+async def test_a_fenced_block_that_raises_writes_nothing_and_keeps_the_lease(
+    storage: Storage,
+) -> None:
+    await put(storage, record(alarm=at(1), state="before"))
+    claim = await claim_one(storage)
+
+    async def changes(tx: InstanceTransaction) -> None:
+        assert tx.fence(claim.token)
+        tx.save(record(state="after"))
+
+    await in_failing_block(storage, key(), changes)
+    got = await storage.read(key())
+    assert got is not None
+    assert got.state == "before"
+    assert got.lease == claim.record.lease
+
+
+# -- renewing and releasing leases ---------------------------------------------------------
+
+
+async def test_renew_extends_live_leases_only(storage: Storage) -> None:
+    await put(storage, record(key("live"), alarm=at(1)))
+    await put(storage, record(key("expired"), alarm=at(2)))
+    live = await claim_one(storage, key("live"))
+    expired = await claim_one(storage, key("expired"), lease=timedelta(0))
+    before = live.record.lease
+    assert before is not None
+
+    renewed = await storage.renew([live.token, expired.token, "unknown"], 2 * LEASE)
+    assert renewed == {live.token}
+    after = await storage.read(key("live"))
+    assert after is not None
+    assert after.lease is not None
+    assert after.lease.token == live.token
+    assert after.lease.expires_at > before.expires_at
+    gone = await storage.read(key("expired"))
+    assert gone is not None
+    assert gone.lease is None
+
+
+async def test_a_lease_taken_over_or_revoked_is_not_renewed(storage: Storage) -> None:
+    await put(storage, record(key("a"), alarm=at(1)))
+    await put(storage, record(key("b"), alarm=at(2)))
+    lost = await claim_one(storage, key("a"), lease=timedelta(0))
+    taken = await claim_one(storage, key("a"))
+    revoked = await claim_one(storage, key("b"))
+    async with storage.instance(key("b")) as tx:
+        tx.revoke_lease()
+    assert await storage.renew([lost.token, taken.token, revoked.token], LEASE) == {taken.token}
+
+
+async def test_released_leases_are_gone(storage: Storage) -> None:
+    await put(storage, record(key("a"), alarm=at(1)))
+    await put(storage, record(key("b"), alarm=at(2)))
+    a = await claim_one(storage, key("a"))
+    b = await claim_one(storage, key("b"))
+    await storage.release([a.token, "unknown"])
+    released = await storage.read(key("a"))
+    assert released is not None
+    assert released.lease is None
+    kept = await storage.read(key("b"))
+    assert kept == b.record
+    assert await storage.renew([a.token], LEASE) == frozenset()
+    again = await claim_one(storage, key("a"))  # claimable at once
+    assert again.token != a.token
+    await storage.release([])
 
 
 # -- purge ---------------------------------------------------------------------------------
@@ -516,7 +739,7 @@ async def test_purge_removes_record_alarm_and_queue_but_keeps_letters_and_seen_i
         assert await tx.has_seen("e1")
     assert await storage.read(k) is None
     assert await storage.list_instances() == []
-    assert await storage.next_alarm_at() is None
+    assert await storage.next_alarm_at({}) is None
     assert await queue_size(storage, k) == 0
     assert [d.id for d in await storage.dead_letters()] == ["d1"]
     assert await has_seen(storage, k, "e1")
@@ -719,6 +942,482 @@ async def test_a_queue_only_instance_has_no_record(storage: Storage) -> None:
         tx.queue_push(item("a"))
     assert await storage.read(k) is None
     assert await storage.list_instances() == []
+
+
+# -- pool events: push, claim, finish ------------------------------------------------------
+
+
+POOL = InstanceKey(JobKind.WORKER_POOL, "thumbs", "pool")
+
+
+def event(
+    event_id: str,
+    *,
+    priority: int = 0,
+    partition_key: str | None = None,
+    enqueued: datetime = T0,
+) -> QueueItem:
+    return QueueItem(
+        event_id=event_id,
+        event={"id": event_id},
+        priority=priority,
+        partition_key=partition_key,
+        enqueued_at=enqueued,
+    )
+
+
+async def push(storage: Storage, *items: QueueItem, pool: InstanceKey = POOL) -> None:
+    accepted = await storage.push_items(pool, items, now=T0)
+    assert all(accepted)
+
+
+async def claim_items(
+    storage: Storage,
+    concurrency: int = 10,
+    *,
+    now: datetime = T0,
+    limit: int = 10,
+    lease: timedelta = LEASE,
+) -> list[ItemClaim]:
+    return list(await storage.claim_items({POOL: concurrency}, now, limit=limit, lease=lease))
+
+
+def ids(claims: Sequence[ItemClaim]) -> list[str]:
+    return [claim.item.event_id for claim in claims]
+
+
+async def finish(storage: Storage, claim: ItemClaim, **fields: object) -> None:
+    await storage.finish_item(
+        claim.pool, ItemFinish(event_id=claim.item.event_id, token=claim.token, **fields)
+    )
+
+
+def retry_at(when: datetime, attempt: int = 2) -> ItemRetry:
+    return ItemRetry(
+        available_at=when, attempt=attempt, retry_started_at=T0, defects=0, last_error="503"
+    )
+
+
+async def processed(storage: Storage, pool: InstanceKey = POOL) -> JsonValue:
+    rec = await storage.read(pool)
+    assert rec is not None
+    assert isinstance(rec.meta, dict)
+    return rec.meta.get("processed")
+
+
+async def test_push_items_queues_in_order_and_creates_the_pool(storage: Storage) -> None:
+    accepted = await storage.push_items(
+        POOL, [event("a"), event("b", priority=3, partition_key="k")], now=at(5)
+    )
+    assert list(accepted) == [True, True]
+    pool = await storage.read(POOL)
+    assert pool == InstanceRecord(
+        key=POOL,
+        status=InstanceStatus.ACTIVE,
+        meta={"processed": 0},
+        created_at=at(5),
+        updated_at=at(5),
+    )
+    a = await storage.read_item(POOL, "a")
+    b = await storage.read_item(POOL, "b")
+    assert a is not None
+    assert b is not None
+    assert a == attrs.evolve(event("a"), seq=a.seq)
+    assert b == attrs.evolve(event("b", priority=3, partition_key="k"), seq=b.seq)
+    assert 0 < a.seq < b.seq
+    assert await has_seen(storage, POOL, "a")
+    assert await has_seen(storage, POOL, "b")
+
+
+async def test_push_items_refuses_seen_ids_and_repeats_in_one_batch(storage: Storage) -> None:
+    await push(storage, event("old"))
+    accepted = await storage.push_items(
+        POOL, [event("old"), event("new"), event("new"), event("other")], now=at(1)
+    )
+    assert list(accepted) == [False, True, False, True]
+    assert await queue_ids(storage, POOL) == ["old", "new", "other"]
+    # a seen id stays refused after its event is gone
+    (claim,) = await claim_items(storage, 1)
+    await finish(storage, claim)
+    assert list(await storage.push_items(POOL, [event("old")], now=at(2))) == [False]
+    assert await queue_ids(storage, POOL) == ["new", "other"]
+
+
+async def test_push_items_keeps_an_existing_pool_record(storage: Storage) -> None:
+    paused = InstanceRecord(
+        key=POOL,
+        status=InstanceStatus.PAUSED,
+        meta={"processed": 7},
+        created_at=T0,
+        updated_at=T0,
+    )
+    await put(storage, paused)
+    await push(storage, event("a"))
+    assert await storage.read(POOL) == paused
+
+
+async def test_seq_follows_push_order_across_pools_and_blocks(storage: Storage) -> None:
+    other = InstanceKey(JobKind.WORKER_POOL, "exports", "pool")
+    await push(storage, event("p1"))
+    await push(storage, event("o1"), pool=other)
+    async with storage.instance(POOL) as tx:
+        tx.queue_push(event("p2"))
+    await push(storage, event("p3"))
+    seqs = []
+    for pool, event_id in [(POOL, "p1"), (other, "o1"), (POOL, "p2"), (POOL, "p3")]:
+        got = await storage.read_item(pool, event_id)
+        assert got is not None
+        seqs.append(got.seq)
+    assert seqs == sorted(seqs)
+    assert len(set(seqs)) == 4
+
+
+async def test_claim_items_takes_priority_then_fifo_and_returns_the_lease(
+    storage: Storage,
+) -> None:
+    await push(storage, event("low"), event("high", priority=5), event("low-2"))
+    await push(storage, event("high-2", priority=5), event("below", priority=-1))
+    claims = await claim_items(storage, limit=4)
+    assert ids(claims) == ["high", "high-2", "low", "low-2"]
+    assert len({claim.token for claim in claims}) == 4
+    for claim in claims:
+        assert claim.pool == POOL
+        assert claim.item.lease is not None
+        assert claim.item.lease.token == claim.token
+        assert await storage.read_item(POOL, claim.item.event_id) == claim.item
+    assert ids(await claim_items(storage)) == ["below"]
+    assert await claim_items(storage) == []
+
+
+async def test_concurrency_counts_the_leases_of_earlier_claims(storage: Storage) -> None:
+    await push(storage, event("a"), event("b"), event("c"), event("d"))
+    first = await claim_items(storage, 2, limit=1)
+    assert ids(first) == ["a"]
+    assert ids(await claim_items(storage, 2)) == ["b"]  # one slot left
+    assert await claim_items(storage, 2) == []  # the pool is at its concurrency
+    await finish(storage, first[0])
+    assert ids(await claim_items(storage, 2)) == ["c"]
+    assert ids(await claim_items(storage, 3)) == ["d"]  # a larger concurrency: more slots
+
+
+async def test_expired_item_leases_free_their_slot_and_item(storage: Storage) -> None:
+    await push(storage, event("a"), event("b"))
+    (lost,) = await claim_items(storage, 1, lease=timedelta(0))
+    assert lost.item.event_id == "a"
+    (again,) = await claim_items(storage, 1)  # the expired lease neither counts nor hides
+    assert again.item.event_id == "a"
+    assert again.token != lost.token
+    assert await claim_items(storage, 1) == []
+
+
+async def test_a_partition_key_runs_one_event_at_a_time_in_fifo_order(storage: Storage) -> None:
+    await push(
+        storage,
+        event("a1", partition_key="A"),
+        event("a2", partition_key="A", priority=9),  # priority never jumps its key's queue
+        event("b1", partition_key="B"),
+        event("n1"),
+        event("n2"),
+    )
+    claims = {claim.item.event_id: claim for claim in await claim_items(storage)}
+    assert sorted(claims) == ["a1", "b1", "n1", "n2"]
+    await finish(storage, claims["n1"])
+    assert await claim_items(storage) == []  # a2 still waits for a1
+    await finish(storage, claims["a1"])
+    assert ids(await claim_items(storage)) == ["a2"]
+
+
+async def test_a_head_waiting_for_its_retry_holds_its_key(storage: Storage) -> None:
+    await push(storage, event("a1", partition_key="A"), event("a2", partition_key="A"))
+    await push(storage, event("n1"))
+    claims = {claim.item.event_id: claim for claim in await claim_items(storage)}
+    assert sorted(claims) == ["a1", "n1"]
+    await finish(storage, claims["a1"], retry=retry_at(at(60)))
+    # a1 is not available before at(60), and a2 may not pass it
+    assert await claim_items(storage, now=at(59)) == []
+    (retried,) = await claim_items(storage, now=at(60))
+    assert retried.item.event_id == "a1"
+    assert retried.item.attempt == 2
+    await finish(storage, retried)
+    assert ids(await claim_items(storage, now=at(60))) == ["a2"]
+
+
+async def test_available_at_is_respected_without_a_key(storage: Storage) -> None:
+    await push(storage, event("a"), event("b"))
+    claims = await claim_items(storage, limit=1)
+    await finish(storage, claims[0], retry=retry_at(at(30)))
+    assert ids(await claim_items(storage, now=at(29))) == ["b"]
+    assert ids(await claim_items(storage, now=at(30))) == ["a"]
+
+
+async def test_a_paused_pool_yields_nothing(storage: Storage) -> None:
+    await push(storage, event("a"))
+    pool = await storage.read(POOL)
+    assert pool is not None
+    await put(storage, attrs.evolve(pool, status=InstanceStatus.PAUSED))
+    assert await claim_items(storage) == []
+    assert await storage.next_alarm_at({POOL: 10}) is None
+    await put(storage, attrs.evolve(pool, status=InstanceStatus.ACTIVE))
+    assert ids(await claim_items(storage)) == ["a"]
+
+
+async def test_a_pool_without_a_record_is_active(storage: Storage) -> None:
+    async with storage.instance(POOL) as tx:
+        tx.queue_push(event("a"))
+    assert await storage.read(POOL) is None
+    assert ids(await claim_items(storage)) == ["a"]
+
+
+async def test_claim_items_respects_its_limit_across_pools(storage: Storage) -> None:
+    other = InstanceKey(JobKind.WORKER_POOL, "exports", "pool")
+    await push(storage, event("p1"), event("p2"))
+    await push(storage, event("o1"), event("o2"), pool=other)
+    claims = await storage.claim_items({POOL: 5, other: 5}, T0, limit=3, lease=LEASE)
+    assert len(claims) == 3
+    rest = await storage.claim_items({POOL: 5, other: 5}, T0, limit=3, lease=LEASE)
+    assert sorted(ids([*claims, *rest])) == ["o1", "o2", "p1", "p2"]
+    for claim in [*claims, *rest]:
+        assert claim.pool == (other if claim.item.event_id.startswith("o") else POOL)
+    assert await storage.claim_items({POOL: 5}, T0, limit=0, lease=LEASE) == []
+
+
+async def test_finish_removes_the_event_counts_it_and_writes_letters(storage: Storage) -> None:
+    await push(storage, event("a"), event("b"))
+    a, b = await claim_items(storage)
+    await finish(storage, a, processed=1)
+    await finish(storage, b, processed=0, letters=(letter("d1", POOL, at(3)),))
+    assert await storage.read_item(POOL, "a") is None
+    assert await storage.read_item(POOL, "b") is None
+    assert await processed(storage) == 1
+    assert [d.id for d in await storage.dead_letters()] == ["d1"]
+    assert await storage.pool_counts(POOL) == PoolCounts(queued=0, running=0, retrying=0)
+
+
+async def test_the_processed_counter_adds_up_and_keeps_other_meta(storage: Storage) -> None:
+    await put(
+        storage,
+        InstanceRecord(
+            key=POOL, meta={"processed": 40, "note": "kept"}, created_at=T0, updated_at=T0
+        ),
+    )
+    await push(storage, event("a"), event("b"))
+    a, b = await claim_items(storage)
+    await finish(storage, a, processed=1)
+    await finish(storage, b, processed=2)
+    pool = await storage.read(POOL)
+    assert pool is not None
+    assert pool.meta == {"processed": 43, "note": "kept"}
+
+
+async def test_a_retry_keeps_the_event_in_place_with_its_bookkeeping(storage: Storage) -> None:
+    await push(storage, event("a", partition_key="A"))
+    await push(storage, event("b"))
+    (claim,) = await claim_items(storage, limit=1)
+    before = await storage.read_item(POOL, "a")
+    assert before is not None
+    retry = ItemRetry(
+        available_at=at(60), attempt=3, retry_started_at=at(1), defects=1, last_error="boom"
+    )
+    await finish(storage, claim, retry=retry)
+    assert await storage.read_item(POOL, "a") == attrs.evolve(
+        before,
+        lease=None,
+        available_at=at(60),
+        attempt=3,
+        retry_started_at=at(1),
+        defects=1,
+        last_error="boom",
+    )
+    assert await processed(storage) == 0
+    assert await queue_ids(storage, POOL) == ["a", "b"]  # still first in line
+
+
+async def test_a_stale_item_token_writes_nothing(storage: Storage) -> None:
+    await push(storage, event("a"))
+    (lost,) = await claim_items(storage, lease=timedelta(0))
+    (taken,) = await claim_items(storage)
+    for stale in (lost, attrs.evolve(taken, token="forged")):
+        with pytest.raises(LeaseLostError):
+            await finish(storage, stale, processed=1, letters=(letter("d1", POOL, T0),), retry=None)
+        with pytest.raises(LeaseLostError):
+            await finish(storage, stale, retry=retry_at(at(60)))
+    assert await storage.read_item(POOL, "a") == taken.item
+    assert await processed(storage) == 0
+    assert await storage.dead_letters() == []
+    await finish(storage, taken)  # the holder still finishes
+    assert await storage.read_item(POOL, "a") is None
+
+
+async def test_finishing_an_expired_or_unknown_item_is_refused(storage: Storage) -> None:
+    await push(storage, event("a"))
+    (expired,) = await claim_items(storage, lease=timedelta(0))
+    with pytest.raises(LeaseLostError):
+        await finish(storage, expired)
+    assert await storage.read_item(POOL, "a") is not None
+    with pytest.raises(LeaseLostError):
+        await finish(storage, attrs.evolve(expired, item=event("missing")))
+
+
+async def test_read_item_reports_only_a_live_lease(storage: Storage) -> None:
+    assert await storage.read_item(POOL, "a") is None
+    await push(storage, event("a"), event("b"))
+    await claim_items(storage, limit=1, lease=timedelta(0))
+    got = await storage.read_item(POOL, "a")
+    assert got is not None
+    assert got.lease is None
+    (live,) = await claim_items(storage, limit=1)
+    held = await storage.read_item(POOL, "a")
+    assert held is not None
+    assert held.lease == live.item.lease
+    other = InstanceKey(JobKind.WORKER_POOL, "exports", "pool")
+    assert await storage.read_item(other, "a") is None
+
+
+async def test_cancel_item_removes_only_events_that_do_not_run(storage: Storage) -> None:
+    await push(storage, event("running"), event("retrying"), event("expired"), event("queued"))
+    (running,) = await claim_items(storage, limit=1)
+    (retrying,) = await claim_items(storage, limit=1)
+    await finish(storage, retrying, retry=retry_at(at(60)))
+    (expired,) = await claim_items(storage, limit=1, lease=timedelta(0))
+    assert expired.item.event_id == "expired"
+    assert await storage.cancel_item(POOL, "running") == "running"
+    assert await storage.cancel_item(POOL, "expired") == "cancelled"
+    assert await storage.cancel_item(POOL, "retrying") == "cancelled"
+    assert await storage.cancel_item(POOL, "queued") == "cancelled"
+    assert await storage.cancel_item(POOL, "queued") == "not_found"
+    assert await storage.cancel_item(POOL, "never") == "not_found"
+    assert await queue_ids(storage, POOL) == ["running"]
+    with pytest.raises(LeaseLostError):
+        await finish(storage, expired)
+    await finish(storage, running)
+    assert running.item.event_id == "running"
+
+
+async def test_pool_counts(storage: Storage) -> None:
+    assert await storage.pool_counts(POOL) == PoolCounts(queued=0, running=0, retrying=0)
+    await push(storage, *(event(name) for name in ("run", "retry", "defect", "lost", "new")))
+    run, retry, defect = await claim_items(storage, limit=3)
+    await finish(storage, retry, retry=retry_at(at(60)))
+    await finish(
+        storage,
+        defect,
+        retry=ItemRetry(
+            available_at=at(60), attempt=1, retry_started_at=None, defects=1, last_error="x"
+        ),
+    )
+    (lost,) = await claim_items(storage, limit=1, lease=timedelta(0))  # expired: queued again
+    assert lost.item.event_id == "lost"
+    assert await storage.pool_counts(POOL) == PoolCounts(queued=2, running=1, retrying=2)
+    assert run.item.event_id == "run"
+
+
+async def test_purging_a_pool_removes_its_events(storage: Storage) -> None:
+    await push(storage, event("a"), event("b"))
+    (claim,) = await claim_items(storage, limit=1)
+    async with storage.instance(POOL) as tx:
+        tx.purge()
+    assert await storage.read_item(POOL, "a") is None
+    assert await storage.pool_counts(POOL) == PoolCounts(queued=0, running=0, retrying=0)
+    with pytest.raises(LeaseLostError):
+        await finish(storage, claim)
+    assert await storage.renew([claim.token], LEASE) == frozenset()
+
+
+async def test_item_leases_renew_and_release(storage: Storage) -> None:
+    await push(storage, event("a"), event("b"))
+    a, b = await claim_items(storage, lease=LEASE)
+    assert a.item.lease is not None
+    renewed = await storage.renew([a.token, b.token], 2 * LEASE)
+    assert renewed == {a.token, b.token}
+    longer = await storage.read_item(POOL, "a")
+    assert longer is not None
+    assert longer.lease is not None
+    assert longer.lease.expires_at > a.item.lease.expires_at
+    await storage.release([a.token])
+    released = await storage.read_item(POOL, "a")
+    assert released is not None
+    assert released.lease is None
+    assert await storage.renew([a.token, b.token], LEASE) == {b.token}
+    assert ids(await claim_items(storage)) == ["a"]  # free again
+
+
+async def test_expired_item_leases_are_not_renewed(storage: Storage) -> None:
+    await push(storage, event("a"))
+    (claim,) = await claim_items(storage, lease=timedelta(0))
+    assert await storage.renew([claim.token], LEASE) == frozenset()
+
+
+# -- when to look again --------------------------------------------------------------------
+
+
+async def test_next_alarm_at_is_when_the_next_claim_can_succeed(storage: Storage) -> None:
+    assert await storage.next_alarm_at({}) is None
+    await put(storage, record(key("a")))
+    assert await storage.next_alarm_at({}) is None
+    await put(storage, record(key("b"), alarm=at(20)))
+    await put(storage, record(key("c"), alarm=at(10)))
+    assert await storage.next_alarm_at({}) == at(10)
+    assert await claimed_keys(storage, at(15)) == [key("c")]
+    # c is leased: it is not counted (its worker looks again when it finishes)
+    assert await storage.next_alarm_at({}) == at(20)
+    await put(storage, record(key("b"), alarm=at(60)))
+    assert await storage.next_alarm_at({}) == at(60)
+    await put(storage, record(key("b")))
+    assert await storage.next_alarm_at({}) is None
+    async with storage.instance(key("c")) as tx:
+        tx.purge()
+    assert await storage.next_alarm_at({}) is None
+
+
+async def test_next_alarm_at_counts_an_expired_lease(storage: Storage) -> None:
+    await put(storage, record(alarm=at(10)))
+    await claim_one(storage, lease=timedelta(0))
+    assert await storage.next_alarm_at({}) == at(10)
+
+
+async def test_next_alarm_at_counts_ready_pool_events(storage: Storage) -> None:
+    await push(storage, event("a", enqueued=at(7)), event("b", enqueued=at(3)))
+    assert await storage.next_alarm_at({}) is None  # pools not asked about are not counted
+    assert await storage.next_alarm_at({POOL: 2}) == at(3)
+    await put(storage, record(key("x"), alarm=at(1)))
+    assert await storage.next_alarm_at({POOL: 2}) == at(1)
+    await put(storage, record(key("x"), alarm=at(50)))
+    assert await storage.next_alarm_at({POOL: 2}) == at(3)
+
+
+async def test_next_alarm_at_skips_a_pool_at_its_concurrency(storage: Storage) -> None:
+    await push(storage, event("a", enqueued=at(1)), event("b", enqueued=at(2)))
+    await claim_items(storage, 1)
+    assert await storage.next_alarm_at({POOL: 1}) is None
+    assert await storage.next_alarm_at({POOL: 2}) == at(2)
+
+
+async def test_next_alarm_at_skips_events_behind_their_key(storage: Storage) -> None:
+    await push(
+        storage,
+        event("a1", partition_key="A", enqueued=at(1)),
+        event("a2", partition_key="A", enqueued=at(2)),
+        event("b1", partition_key="B", enqueued=at(9)),
+    )
+    await claim_items(storage, limit=1)
+    assert await storage.next_alarm_at({POOL: 5}) == at(9)  # a2 waits for a1, leased
+
+
+async def test_next_alarm_at_uses_available_at_of_a_retry(storage: Storage) -> None:
+    await push(storage, event("a", enqueued=at(1)))
+    (claim,) = await claim_items(storage)
+    assert await storage.next_alarm_at({POOL: 5}) is None  # leased
+    await finish(storage, claim, retry=retry_at(at(90)))
+    assert await storage.next_alarm_at({POOL: 5}) == at(90)
+
+
+async def test_next_alarm_at_skips_a_paused_pool_and_parked_instances(storage: Storage) -> None:
+    await push(storage, event("a"))
+    pool = await storage.read(POOL)
+    assert pool is not None
+    await put(storage, attrs.evolve(pool, status=InstanceStatus.PAUSED))
+    await put(storage, attrs.evolve(record(alarm=at(1)), status=InstanceStatus.FAILED))
+    assert await storage.next_alarm_at({POOL: 5}) is None
 
 
 # -- listing -------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
-"""What only `SqliteStorage` has: a file, a schema, lock rows shared between processes."""
+"""What only `SqliteStorage` has: a file, a schema, SQLite's write lock shared by processes."""
 
 import asyncio
 import sqlite3
-from datetime import UTC, datetime
+import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import attrs
@@ -14,21 +15,29 @@ from durable_jobs import (
     Engine,
     Ok,
     Result,
+    SchemaMismatchError,
     SqliteStorage,
     StorageError,
     ValidationError,
 )
-from durable_jobs._storage._interface import InstanceKey, InstanceRecord, JobKind
+from durable_jobs._storage._interface import (
+    InstanceKey,
+    InstanceRecord,
+    JobKind,
+    LeaseLostError,
+)
 from durable_jobs._storage._sqlite import SCHEMA_VERSION
 from durable_jobs.testing import TestClock
 
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 KEY = InstanceKey(JobKind.TASK, "job", "a")
+POOL = InstanceKey(JobKind.WORKER_POOL, "pool-job", "pool")
+LEASE = timedelta(seconds=30)
 
 
-def record(state: int, key: InstanceKey = KEY) -> InstanceRecord:
-    return InstanceRecord(key=key, state=state, created_at=T0, updated_at=T0)
+def record(state: int, key: InstanceKey = KEY, alarm: datetime | None = None) -> InstanceRecord:
+    return InstanceRecord(key=key, state=state, alarm_at=alarm, created_at=T0, updated_at=T0)
 
 
 async def test_the_schema_is_created_and_versioned(tmp_path: Path) -> None:
@@ -38,23 +47,17 @@ async def test_the_schema_is_created_and_versioned(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "jobs.db") as raw:
         versions = [row[0] for row in raw.execute("SELECT version FROM durable_jobs_schema")]
         mode = raw.execute("PRAGMA journal_mode").fetchone()[0]
+        tables = {row[0] for row in raw.execute("SELECT name FROM sqlite_master")}
+        columns = {row[1] for row in raw.execute("PRAGMA table_info(instances)")}
     assert versions == list(range(1, SCHEMA_VERSION + 1))
     assert mode == "wal"
+    assert {"instances", "items", "seen_events", "dead_letters"} <= tables
+    assert "queue_items" not in tables
+    assert "instance_locks" not in tables
+    assert {"lease_token", "lease_expires_at"} <= columns
     again = SqliteStorage(tmp_path / "jobs.db")  # reopening applies nothing twice
-    await again.open()
+    assert await again.migrate() == (SCHEMA_VERSION, SCHEMA_VERSION)
     await again.close()
-
-
-async def test_a_newer_schema_is_refused_with_a_clear_error(tmp_path: Path) -> None:
-    storage = SqliteStorage(tmp_path / "jobs.db")
-    await storage.open()
-    await storage.close()
-    with sqlite3.connect(tmp_path / "jobs.db") as raw:
-        raw.execute("INSERT INTO durable_jobs_schema VALUES (?, 0)", (SCHEMA_VERSION + 1,))
-    newer = SqliteStorage(tmp_path / "jobs.db")
-    with pytest.raises(StorageError, match="newer than this version of durable-jobs"):
-        await newer.read(KEY)
-    await newer.close()
 
 
 async def test_a_file_that_is_not_a_database_is_a_storage_error(tmp_path: Path) -> None:
@@ -83,7 +86,7 @@ async def test_corrupt_state_of_one_instance_does_not_hide_the_others(tmp_path: 
     with pytest.raises(StorageError):
         async with storage.instance(KEY):
             pass
-    async with storage.instance(other) as tx:  # the failed block released nothing it held
+    async with storage.instance(other) as tx:  # the failed block released what it held
         tx.save(record(2, other))
     assert await storage.read(other) == record(2, other)
     await storage.close()
@@ -113,19 +116,103 @@ async def test_two_storages_on_one_file_never_hold_one_instance_at_once(tmp_path
     await second.close()
 
 
-async def test_a_lock_left_by_a_dead_process_expires(tmp_path: Path) -> None:
+_CHILD = """
+import asyncio, sys
+from datetime import UTC, datetime
+from durable_jobs import SqliteStorage
+from durable_jobs._storage._interface import InstanceKey, InstanceRecord, JobKind, QueueItem
+
+async def main() -> None:
+    storage = SqliteStorage(sys.argv[1])
+    key = InstanceKey(JobKind.TASK, "job", "a")
+    now = datetime.now(UTC)
+    async with storage.instance(key) as tx:
+        tx.save(InstanceRecord(key=key, state="from the dead", created_at=now, updated_at=now))
+        tx.queue_push(QueueItem(event_id="e", event=None, enqueued_at=now))
+        print("inside", flush=True)
+        await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+async def test_a_process_that_dies_inside_a_block_leaves_nothing_behind(tmp_path: Path) -> None:
     path = tmp_path / "jobs.db"
-    storage = SqliteStorage(path, lock_lease="200 milliseconds")
-    await storage.open()
-    with sqlite3.connect(path) as raw:  # a process that died while holding the instance
-        raw.execute(
-            "INSERT INTO instance_locks VALUES ('task', 'job', 'a', 'dead', ?)",
-            (int(datetime.now(UTC).timestamp() * 1_000_000) + 150_000,),
-        )
-    async with asyncio.timeout(10):
-        async with storage.instance(KEY) as tx:  # waits for the expiry, then takes over
-            tx.save(record(1))
+    storage = SqliteStorage(path)
+    async with storage.instance(KEY) as tx:
+        tx.save(record(1))
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _CHILD, str(path), stdout=asyncio.subprocess.PIPE
+    )
+    assert child.stdout is not None
+    async with asyncio.timeout(30):  # only reached on failure
+        assert await child.stdout.readline() == b"inside\n"
+    # the child holds SQLite's write lock now; reads go on (WAL)
     assert await storage.read(KEY) == record(1)
+    child.kill()
+    await child.wait()
+    async with asyncio.timeout(10):  # its lock died with it: no wait for the busy timeout
+        async with storage.instance(KEY) as tx:
+            assert tx.record == record(1)
+            assert await tx.queue_size() == 0
+            tx.save(record(2))
+    assert await storage.read(KEY) == record(2)
+    await storage.close()
+
+
+async def test_a_block_cancelled_while_waiting_for_another_process_holds_nothing(
+    tmp_path: Path,
+) -> None:
+    holder = SqliteStorage(tmp_path / "jobs.db")
+    waiter = SqliteStorage(tmp_path / "jobs.db")
+    await waiter.open()
+    inside = asyncio.Event()
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        async with holder.instance(KEY) as tx:
+            inside.set()
+            await release.wait()
+            tx.save(record(1))
+
+    async def wait() -> None:
+        async with waiter.instance(KEY) as tx:  # blocked in BEGIN IMMEDIATE on its thread
+            tx.save(record(99))
+
+    holding = asyncio.create_task(hold())
+    await inside.wait()
+    waiting = asyncio.create_task(wait())
+    for _ in range(20):
+        await asyncio.sleep(0)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    release.set()
+    await holding
+    async with asyncio.timeout(10):  # neither storage holds the write lock any more
+        async with waiter.instance(KEY) as tx:
+            assert tx.record == record(1)
+            tx.save(record(2))
+        async with holder.instance(KEY) as tx:
+            assert tx.record == record(2)
+    await holder.close()
+    await waiter.close()
+
+
+async def test_every_claim_checks_the_schema_version(tmp_path: Path) -> None:
+    storage = SqliteStorage(tmp_path / "jobs.db")
+    async with storage.instance(KEY) as tx:
+        tx.save(record(1, alarm=T0))
+    with sqlite3.connect(tmp_path / "jobs.db") as raw:  # a newer release migrated the file
+        raw.execute("INSERT INTO durable_jobs_schema VALUES (?, 0)", (SCHEMA_VERSION + 1,))
+    with pytest.raises(SchemaMismatchError, match="changed while this process"):
+        await storage.claim_due(T0, limit=10, lease=LEASE)
+    with pytest.raises(SchemaMismatchError, match="newer than this version"):
+        await storage.claim_items({POOL: 1}, T0, limit=10, lease=LEASE)
+    fresh = SqliteStorage(tmp_path / "jobs.db")
+    with pytest.raises(SchemaMismatchError, match="upgrade durable-jobs"):
+        await fresh.open()
+    await fresh.close()
     await storage.close()
 
 
@@ -142,6 +229,28 @@ async def test_another_connection_commit_is_noticed(tmp_path: Path) -> None:
         await waiting
     await watcher.close()
     await writer.close()
+
+
+async def test_a_lease_taken_in_one_process_is_seen_in_another(tmp_path: Path) -> None:
+    worker = SqliteStorage(tmp_path / "jobs.db")
+    client = SqliteStorage(tmp_path / "jobs.db")
+    async with client.instance(KEY) as tx:
+        tx.save(record(1, alarm=T0))
+    (claim,) = await worker.claim_due(T0, limit=1, lease=LEASE)
+    assert await client.claim_due(T0, limit=1, lease=LEASE) == []
+    async with client.instance(KEY) as tx:  # a client's terminate while the run goes on
+        tx.purge()
+
+    async def finish() -> None:
+        async with worker.instance(KEY) as tx:
+            tx.fence(claim.token)
+            tx.save(record(2))
+
+    with pytest.raises(LeaseLostError):
+        await finish()
+    assert await client.read(KEY) is None
+    await worker.close()
+    await client.close()
 
 
 @attrs.frozen
@@ -175,27 +284,3 @@ async def test_a_rejected_operation_changes_nothing_on_disk(tmp_path: Path) -> N
         await client.add_json("b", "{not json")
     await engine.storage.close()
     assert dump() == before
-
-
-async def test_a_live_holder_keeps_its_lock_past_the_lease(tmp_path: Path) -> None:
-    holder = SqliteStorage(tmp_path / "jobs.db", lock_lease="150 milliseconds")
-    other = SqliteStorage(tmp_path / "jobs.db", lock_lease="150 milliseconds")
-    order: list[str] = []
-
-    async def hold() -> None:
-        async with holder.instance(KEY) as tx:
-            order.append("held")
-            await asyncio.sleep(0.6)  # four leases: the heartbeat must keep the lock
-            tx.save(record(1))
-            order.append("released")
-
-    async def take() -> None:
-        await asyncio.sleep(0.05)
-        async with other.instance(KEY) as tx:
-            order.append("taken")
-            assert tx.record == record(1)
-
-    await asyncio.gather(hold(), take())
-    assert order == ["held", "released", "taken"]
-    await holder.close()
-    await other.close()

@@ -10,9 +10,10 @@ from .._contexts import ContinuousContext, ErrorContext
 from .._result import Result
 from .._retry import Retry
 from .._runtime._continuous import ContinuousHandler
+from .._runtime._invoke import RunHandle
 from .._runtime._services import RegisteredJob, Services
 from .._schedule import Schedule
-from .._storage._interface import JobKind
+from .._storage._interface import Claim, JobKind
 from . import _validators as check
 from ._base import JobDefinition, build, validate_name
 
@@ -33,7 +34,8 @@ class Continuous(JobDefinition[R], Generic[I, S, E, R]):
     A recurring job: `execute` runs on `schedule`, with per-instance state.
 
     `client.continuous(job).start(id, input)` creates an instance whose state is `input`; with
-    `start_immediately=True` it runs at once, then on the schedule.
+    `start_immediately=True` its first run is due at once (a worker runs it), then runs
+    follow the schedule.
 
     Type parameters:
         I: what `start` takes — the initial state. Always equal to `S`.
@@ -93,7 +95,12 @@ class Continuous(JobDefinition[R], Generic[I, S, E, R]):
         return JobKind.CONTINUOUS
 
     def register_with(self, deps: R, services: Services) -> RegisteredJob:
-        handler = ContinuousHandler(self, deps, services)
+        """Erase `I, S, E` behind closures that keep them (called by `Engine`; internal)."""
+        handler = ContinuousHandler(self, services)
+
+        async def run(claim: Claim, lease: RunHandle) -> None:
+            await handler.run(claim, deps, lease)
+
         return RegisteredJob(
-            name=self.name, kind=JobKind.CONTINUOUS, definition=self, on_alarm=handler.on_alarm
+            name=self.name, kind=JobKind.CONTINUOUS, definition=self, run_claim=run
         )

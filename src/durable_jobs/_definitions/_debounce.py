@@ -14,8 +14,9 @@ from .._errors import InvalidDefinitionError
 from .._result import Result
 from .._retry import Retry
 from .._runtime._debounce import DebounceHandler
+from .._runtime._invoke import RunHandle
 from .._runtime._services import RegisteredJob, Services
-from .._storage._interface import JobKind
+from .._storage._interface import Claim, JobKind
 from .._type_forms import runtime_class, type_name
 from . import _validators as check
 from ._base import JobDefinition, check_name
@@ -39,9 +40,10 @@ class Debounce(JobDefinition[R], Generic[I, S, E, R]):
     """
     A debounced job: events per id are folded into a batch that `execute` flushes once.
 
-    The first event of a batch sets the flush alarm at `now + flush_after`; later events do
-    not move it; reaching `max_events` flushes at once. Without `on_event` the batch is the
-    latest event (`S` is `I`).
+    The first event of a batch makes it due at `now + flush_after`; later events do not move
+    that time; reaching `max_events` seals the batch and makes it due at once. A worker
+    flushes due batches, one at a time per id (`add` never runs `execute`). Without
+    `on_event` the batch is the latest event (`S` is `I`).
 
     Type parameters:
         I: the event type (`event=`), validated on `add`.
@@ -98,10 +100,13 @@ class Debounce(JobDefinition[R], Generic[I, S, E, R]):
         return self._fold(context)
 
     def register_with(self, deps: R, services: Services) -> RegisteredJob:
-        handler = DebounceHandler(self, deps, services)
-        return RegisteredJob(
-            name=self.name, kind=JobKind.DEBOUNCE, definition=self, on_alarm=handler.on_alarm
-        )
+        """Erase `I, S, E` behind closures that keep them (called by `Engine`; internal)."""
+        handler = DebounceHandler(self, services)
+
+        async def run(claim: Claim, lease: RunHandle) -> None:
+            await handler.run(claim, deps, lease)
+
+        return RegisteredJob(name=self.name, kind=JobKind.DEBOUNCE, definition=self, run_claim=run)
 
 
 def _keep_latest(context: DebounceEventContext[object, object, object]) -> object:

@@ -9,9 +9,10 @@ from typing_extensions import TypeVar
 from .._contexts import ErrorContext, TaskEventContext, TaskExecuteContext, TaskIdleContext
 from .._result import Result
 from .._retry import Retry
+from .._runtime._invoke import RunHandle
 from .._runtime._services import RegisteredJob, Services
 from .._runtime._task import TaskHandler
-from .._storage._interface import JobKind
+from .._storage._interface import Claim, JobKind
 from . import _validators as check
 from ._base import JobDefinition, check_name
 
@@ -25,10 +26,10 @@ R = TypeVar("R", contravariant=True, default=object)
 @attrs.frozen(kw_only=True, eq=False)
 class Task(JobDefinition[R], Generic[I, S, E, R]):
     """
-    A task: `send(id, event)` runs `on_event`; `execute` runs when the task's alarm fires.
+    A task: `send(id, event)` runs `on_event`; a worker runs `execute` when the alarm fires.
 
     Both can change the state, `schedule(...)` or `cancel_schedule()` the one alarm, or
-    `terminate()`. Whenever a callback leaves no alarm set, `on_idle` runs.
+    `terminate()`. Whenever a callback leaves no alarm set, a worker runs `on_idle`.
 
     Type parameters:
         I: the event type (`event=`), validated on `send`.
@@ -61,7 +62,10 @@ class Task(JobDefinition[R], Generic[I, S, E, R]):
         return JobKind.TASK
 
     def register_with(self, deps: R, services: Services) -> RegisteredJob:
-        handler = TaskHandler(self, deps, services)
-        return RegisteredJob(
-            name=self.name, kind=JobKind.TASK, definition=self, on_alarm=handler.on_alarm
-        )
+        """Erase `I, S, E` behind closures that keep them (called by `Engine`; internal)."""
+        handler = TaskHandler(self, services)
+
+        async def run(claim: Claim, lease: RunHandle) -> None:
+            await handler.run(claim, deps, lease)
+
+        return RegisteredJob(name=self.name, kind=JobKind.TASK, definition=self, run_claim=run)

@@ -1,4 +1,4 @@
-"""`WorkerPool`: a durable queue processed by N instances, one event at a time each."""
+"""`WorkerPool`: a durable queue; at most `concurrency` of its events run at once."""
 
 from collections.abc import Awaitable, Callable
 from typing import Generic, Never
@@ -9,9 +9,10 @@ from typing_extensions import TypeVar
 from .._contexts import ErrorContext, WorkerPoolContext
 from .._result import Result
 from .._retry import Retry
+from .._runtime._invoke import RunHandle
 from .._runtime._services import RegisteredJob, Services
 from .._runtime._worker_pool import WorkerPoolHandler
-from .._storage._interface import JobKind
+from .._storage._interface import ItemClaim, JobKind
 from . import _validators as check
 from ._base import JobDefinition, check_name
 
@@ -29,14 +30,14 @@ def _concurrency(_instance: object, _attribute: "attrs.Attribute[int]", value: i
 @attrs.frozen(kw_only=True, eq=False)
 class WorkerPool(JobDefinition[R], Generic[I, S, E, R]):
     """
-    A durable queue: `concurrency` instances each process their FIFO queue one event at a time.
+    A durable queue: at most `concurrency` of its events run at once, across every worker.
 
-    `enqueue` routes round-robin, or by `partition_key` (a stable hash: one key, one instance,
-    FIFO per key), or, without a key, by a caller-given `event_id` (a stable hash, so a repeated
-    id is always recognised as a duplicate); a higher `priority` runs first within an instance.
-    An event being retried blocks its instance until it is done. A final failure of one event
-    goes to `on_error` (whose `ctx.state` is that event; `ctx.terminate()` drops just that
-    event) or to a dead-letter record, and the instance moves on.
+    Events without a `partition_key` start as soon as a slot is free; events with one run one
+    at a time per key, in the order they were enqueued (an event waiting for its retry holds
+    its key). Among ready events a higher `priority` starts first. A repeated `event_id` is
+    recognised and not queued again. A final failure of one event goes to `on_error` (whose
+    `ctx.state` is that event; `ctx.terminate()` drops just that event) or to a dead-letter
+    record, and the pool moves on.
 
     Type parameters:
         I: the event type (`event=`), validated on `enqueue`.
@@ -63,7 +64,17 @@ class WorkerPool(JobDefinition[R], Generic[I, S, E, R]):
         return JobKind.WORKER_POOL
 
     def register_with(self, deps: R, services: Services) -> RegisteredJob:
-        handler = WorkerPoolHandler(self, deps, services)
+        """Erase `I, S, E` behind closures that keep them (called by `Engine`; internal)."""
+        handler = WorkerPoolHandler(self, services)
+
+        async def run(claim: ItemClaim, lease: RunHandle) -> None:
+            await handler.run(claim, deps, lease)
+
         return RegisteredJob(
-            name=self.name, kind=JobKind.WORKER_POOL, definition=self, on_alarm=handler.on_alarm
+            name=self.name,
+            kind=JobKind.WORKER_POOL,
+            definition=self,
+            run_item=run,
+            pool=handler.key,
+            concurrency=self.concurrency,
         )

@@ -12,16 +12,21 @@ import attrs
 
 from .._clock import Clock
 from .._errors import ConflictError, DeadLetterNotFoundError, InstanceNotFoundError
+from .._serde import decode, encode
 from .._storage._interface import (
     DeadLetter,
     InstanceKey,
     InstanceRecord,
     InstanceStatus,
+    InstanceTransaction,
     JobKind,
     QueueItem,
     Storage,
 )
+from .._types import JsonValue
 from ._common import new_record
+from ._debounce import SealedBatch, debounce_meta, queue_sealed
+from ._task import task_meta
 
 
 ResumeAction: TypeAlias = Literal["reactivated", "recreated", "requeued", "rescheduled"]
@@ -38,7 +43,7 @@ class ResumeResult:
     """
     `reactivated`: a parked (failed) instance is active again, its alarm due now.
     `recreated`: the purged instance was rebuilt from the letter's state, due now.
-    `requeued`: the letter's event is queued again in its worker-pool partition.
+    `requeued`: the letter's pool event, task event or debounce batch is queued again.
     `rescheduled`: the task (which kept its state) is due now.
     """
     run_at: datetime
@@ -64,13 +69,15 @@ async def find_dead_letter(storage: Storage, letter_id: str) -> DeadLetter:
 
 async def resume(storage: Storage, clock: Clock, letter_id: str) -> ResumeResult:
     """
-    Run a dead letter's work again and delete the letter, in one instance transaction.
+    Run a dead letter's work again and delete the letter, in one transaction.
 
     Raises `DeadLetterNotFoundError`, or `ConflictError` when a new instance with the same
     id is alive (its state would be overwritten); nothing changes then.
     """
     letter = await find_dead_letter(storage, letter_id)
     key = letter.key
+    if key.kind is JobKind.WORKER_POOL:
+        return await _requeue_pool_event(storage, clock, letter)
     async with storage.instance(key) as tx:
         now = clock.now()
         record = tx.record
@@ -78,25 +85,29 @@ async def resume(storage: Storage, clock: Clock, letter_id: str) -> ResumeResult
         if record is not None and record.status is InstanceStatus.FAILED:
             action = "reactivated"
             record = _due(record, now)
-        elif key.kind is JobKind.WORKER_POOL:
+            if key.kind is JobKind.TASK:
+                record = attrs.evolve(
+                    record, meta=encode(attrs.evolve(task_meta(record), scheduled_at=now))
+                )
+            tx.revoke_lease()
+        elif key.kind is JobKind.DEBOUNCE:
             action = "requeued"
-            tx.queue_push(
-                QueueItem(event_id=f"resumed-{letter.id}", event=letter.event, enqueued_at=now)
-            )
-            base = record if record is not None else new_record(key, now)
+            record = await _requeue_batch(tx, record or new_record(key, now), letter, now)
+        elif key.kind is JobKind.TASK and letter.reason == "on_event":
+            action = "requeued"
+            record = _requeue_task_event(tx, record, letter, now)
+        elif key.kind is JobKind.TASK:
+            action = "rescheduled" if record is not None else "recreated"
+            base = record or attrs.evolve(new_record(key, now), state=letter.state)
+            meta = task_meta(base if record is not None else _with_meta(base, letter.meta))
             record = attrs.evolve(
-                base,
-                alarm_at=now if base.alarm_at is None else min(base.alarm_at, now),
-                updated_at=now,
+                base, meta=encode(attrs.evolve(meta, scheduled_at=now)), alarm_at=now
             )
         elif record is None:
             action = "recreated"
             record = attrs.evolve(
                 new_record(key, now), state=letter.state, meta=letter.meta, alarm_at=now
             )
-        elif key.kind is JobKind.TASK:
-            action = "rescheduled"
-            record = _due(record, now)
         else:
             msg = (
                 f"{key.kind.value} instance {key.id!r} of job {key.job!r} is alive again;"
@@ -106,6 +117,51 @@ async def resume(storage: Storage, clock: Clock, letter_id: str) -> ResumeResult
         tx.save(record)
         tx.remove_dead_letter(letter.id)
     return ResumeResult(letter_id=letter.id, key=key, action=action, run_at=now)
+
+
+async def _requeue_pool_event(storage: Storage, clock: Clock, letter: DeadLetter) -> ResumeResult:
+    now = clock.now()
+    meta = letter.meta if isinstance(letter.meta, dict) else {}
+    key, priority = meta.get("partition_key"), meta.get("priority")
+    item = QueueItem(
+        event_id=f"resumed-{letter.id}",
+        event=letter.event,
+        # back at the end of its key's line, with its priority (letters from 0.1.0 have none)
+        partition_key=key if isinstance(key, str) else None,
+        priority=priority if isinstance(priority, int) and not isinstance(priority, bool) else 0,
+        enqueued_at=now,
+    )
+    # the letter goes only once the event is queued: a crash in between leaves both, and a
+    # second resume is recognised by the event id (it was seen), so nothing runs twice
+    await storage.push_items(letter.key, [item], now=now)
+    await storage.delete_dead_letter(letter.id)
+    return ResumeResult(letter_id=letter.id, key=letter.key, action="requeued", run_at=now)
+
+
+async def _requeue_batch(
+    tx: InstanceTransaction, record: InstanceRecord, letter: DeadLetter, now: datetime
+) -> InstanceRecord:
+    """Put a debounce batch that failed finally back in its id's chain, to flush again."""
+    batch = attrs.evolve(decode(letter.meta, SealedBatch), state=letter.state)
+    meta = queue_sealed(tx, debounce_meta(record), batch)
+    alarm = record.alarm_at if meta.flushing is not None else now
+    return attrs.evolve(record, meta=encode(meta), alarm_at=alarm, updated_at=now)
+
+
+def _requeue_task_event(
+    tx: InstanceTransaction, record: InstanceRecord | None, letter: DeadLetter, now: datetime
+) -> InstanceRecord:
+    """Queue a task event whose `on_event` raised, to be folded again by a worker."""
+    base = record or new_record(letter.key, now)
+    tx.queue_push(QueueItem(event_id=f"resumed-{letter.id}", event=letter.event, enqueued_at=now))
+    meta = task_meta(base)
+    meta = attrs.evolve(meta, queued_events=meta.queued_events + 1)
+    alarm = base.alarm_at if base.lease is not None else now
+    return attrs.evolve(base, meta=encode(meta), alarm_at=alarm, updated_at=now)
+
+
+def _with_meta(record: InstanceRecord, meta: JsonValue) -> InstanceRecord:
+    return attrs.evolve(record, meta=meta)
 
 
 async def discard(storage: Storage, letter_id: str) -> None:

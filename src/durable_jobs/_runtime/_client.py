@@ -1,17 +1,29 @@
-"""The typed client: one view per kind, typed from the definition object."""
+"""
+The typed client: one view per kind, typed from the definition object.
 
-import itertools
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Generic, Protocol
+A client needs the job definitions and the storage, never the jobs' dependencies: every
+call commits one short transaction and returns, and no call runs `execute`, `on_error` or
+`on_idle` (only the pure `on_event` folds). A web process builds one with
+`Client(jobs=[...], storage=...)`; `engine.client` is the same thing for the engine's jobs.
+"""
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Generic, Never, Protocol
 
 from typing_extensions import TypeVar
 
-from .._errors import JobNotFoundError, ValidationError
+from .._clock import Clock, SystemClock
+from .._errors import DuplicateJobError, JobNotFoundError, ValidationError
+from .._observe import EventSink, Observer
 from .._serde import decode, decode_json_text
-from .._storage._interface import JobKind
+from .._storage._interface import Storage
+from .._storage._sqlite import default_storage
 from .._types import JsonValue
 from ._continuous import ContinuousHandler
 from ._debounce import DebounceHandler
+from ._invoke import Invoker
 from ._results import (
     AddResult,
     CancelResult,
@@ -27,12 +39,13 @@ from ._results import (
     TerminateResult,
     TriggerResult,
 )
-from ._services import RegisteredJob, Services
+from ._services import DefectPolicy, RegisteredJob, Services
 from ._task import TaskHandler
 from ._worker_pool import WorkerPoolHandler
 
 
 if TYPE_CHECKING:
+    from .._definitions._base import JobDefinition
     from .._definitions._continuous import Continuous
     from .._definitions._debounce import Debounce
     from .._definitions._task import Task
@@ -41,10 +54,13 @@ if TYPE_CHECKING:
 I = TypeVar("I")
 S = TypeVar("S")
 E = TypeVar("E")
-R = TypeVar("R", default=None)
+R = TypeVar("R")
 IC = TypeVar("IC", contravariant=True)
 SC = TypeVar("SC", covariant=True)
 SI = TypeVar("SI")
+
+_POLL_FIRST = 0.01
+_POLL_MAX = 0.5
 
 
 class _ContinuousOps(Protocol[SI]):
@@ -80,10 +96,14 @@ class _PoolOps(Protocol[IC]):
         priority: int = 0,
         event_id: str | None = None,
     ) -> EnqueueResult: ...
+    async def enqueue_many(
+        self, events: Sequence[IC], *, partition_key: str | None, priority: int
+    ) -> tuple[EnqueueResult, ...]: ...
     async def cancel(self, event_id: str) -> CancelResult: ...
     async def pause(self) -> None: ...
     async def resume(self) -> None: ...
     async def status(self) -> PoolStatus: ...
+    async def is_pending(self, event_id: str) -> bool: ...
 
 
 def _parse(payload: str | bytes | JsonValue, cls: type[I], field: str) -> I:
@@ -104,56 +124,112 @@ def _tail(path: str) -> str:
     return path if not path or path.startswith((".", "[")) else f".{path}"
 
 
-class Client(Generic[R]):
+async def _wait_until(done: Callable[[], Awaitable[bool]]) -> None:
+    """Poll `done` with a growing pause until it is true."""
+    pause = _POLL_FIRST
+    while not await done():
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, _POLL_MAX)
+
+
+def _no_wake(at: datetime) -> None:
+    del at  # a client-only process has no worker to wake; workers watch the storage
+
+
+class Client:
     """
-    The engine's client; pick a kind's view with the definition object.
+    Operations on the instances of a set of jobs; pick a kind's view with the definition.
 
-    Type parameters:
-        R: the engine's dependencies type; a view accepts any job whose requirement it meets.
+    `Client(jobs=[...], storage=...)` works in any process, without the jobs' dependencies
+    and without a worker: the storage is the only channel to the workers. Every method
+    commits one short transaction and returns; none waits for, or runs, a job's
+    `execute`, `on_error` or `on_idle`. `engine.client` is a `Client` for the engine's jobs.
     """
 
-    __slots__ = ("_counters", "_deps", "_jobs", "_services")
+    __slots__ = ("_definitions", "_services")
 
-    def __init__(self, jobs: Mapping[str, RegisteredJob], deps: R, services: Services) -> None:
-        self._jobs = jobs
-        self._deps = deps
+    def __init__(
+        self,
+        *,
+        jobs: "Sequence[JobDefinition[Never]]",
+        storage: Storage | None = None,
+        clock: Clock | None = None,
+        observers: Sequence[Observer] = (),
+    ) -> None:
+        """
+        A client of `jobs` on `storage` (by default `SqliteStorage("durable_jobs.db")`).
+
+        `clock` must be the one the workers use in tests (`TestClock`); `observers` receive
+        the events of these calls (`debounce.started`, `pool.enqueued`, ...).
+        """
+        services = Services(
+            storage=default_storage() if storage is None else storage,
+            clock=clock if clock is not None else SystemClock(),
+            events=EventSink(observers),
+            random=_no_random,
+            defect_policy=DefectPolicy(),
+            invoker=Invoker(1),
+            wake=_no_wake,
+        )
         self._services = services
-        self._counters: dict[str, itertools.count[int]] = {}
+        self._definitions = _by_name(jobs)
 
-    def _check(self, job: object, name: str, kind: JobKind) -> None:
-        registered = self._jobs.get(name)
-        if registered is None or registered.definition is not job or registered.kind is not kind:
-            msg = f"{kind.value} job {name!r} is not registered with this engine"
+    @property
+    def storage(self) -> Storage:
+        """The storage this client writes to."""
+        return self._services.storage
+
+    def _check(self, job: "JobDefinition[Never]", name: str, kind: str) -> None:
+        if self._definitions.get(name) is not job:
+            msg = f"{kind} job {name!r} is not registered with this client"
             raise JobNotFoundError(msg)
 
     def continuous(self, job: "Continuous[I, I, E, R]") -> "ContinuousClient[I]":
         """The client of a `Continuous` job."""
-        self._check(job, job.name, JobKind.CONTINUOUS)
-        return ContinuousClient(ContinuousHandler(job, self._deps, self._services))
+        self._check(job, job.name, "continuous")
+        return ContinuousClient(ContinuousHandler(job, self._services))
 
     def debounce(self, job: "Debounce[I, S, E, R]") -> "DebounceClient[I, S]":
         """The client of a `Debounce` job."""
-        self._check(job, job.name, JobKind.DEBOUNCE)
-        handler: DebounceHandler[I, S, E, R] = DebounceHandler(job, self._deps, self._services)
+        self._check(job, job.name, "debounce")
+        handler: DebounceHandler[I, S, E, R] = DebounceHandler(job, self._services)
         return DebounceClient(handler, job.event)
 
     def task(self, job: "Task[I, S, E, R]") -> "TaskClient[I, S]":
         """The client of a `Task` job."""
-        self._check(job, job.name, JobKind.TASK)
-        handler: TaskHandler[I, S, E, R] = TaskHandler(job, self._deps, self._services)
+        self._check(job, job.name, "task")
+        handler: TaskHandler[I, S, E, R] = TaskHandler(job, self._services)
         return TaskClient(handler, job.event)
 
     def worker_pool(self, job: "WorkerPool[I, S, E, R]") -> "WorkerPoolClient[I]":
         """The client of a `WorkerPool` job."""
-        self._check(job, job.name, JobKind.WORKER_POOL)
-        handler: WorkerPoolHandler[I, S, E, R] = WorkerPoolHandler(
-            job, self._deps, self._services, self._round_robin(job.name)
-        )
+        self._check(job, job.name, "worker_pool")
+        handler: WorkerPoolHandler[I, S, E, R] = WorkerPoolHandler(job, self._services)
         return WorkerPoolClient(handler, job.event)
 
-    def _round_robin(self, name: str) -> "itertools.count[int]":
-        # one counter per pool and client, so round-robin routing carries on across calls
-        return self._counters.setdefault(name, itertools.count())
+
+class EngineClient(Client):
+    """The client of an engine: its jobs, sharing its services (and so its wake-ups)."""
+
+    __slots__ = ()
+
+    def __init__(self, jobs: Sequence[RegisteredJob], services: Services) -> None:
+        self._services = services
+        self._definitions = {job.name: job.definition for job in jobs}
+
+
+def _by_name(jobs: "Sequence[JobDefinition[Never]]") -> dict[str, object]:
+    definitions: dict[str, object] = {}
+    for job in jobs:
+        if job.name in definitions:
+            msg = f"two jobs are named {job.name!r}; job names must be unique"
+            raise DuplicateJobError(msg)
+        definitions[job.name] = job
+    return definitions
+
+
+def _no_random() -> float:
+    return 0.5
 
 
 class ContinuousClient(Generic[S]):
@@ -170,11 +246,19 @@ class ContinuousClient(Generic[S]):
         self._ops = ops
 
     async def start(self, id: str, input: S) -> StartResult:
-        """Create instance `id` with state `input` (an existing id is left unchanged)."""
+        """
+        Create instance `id` with state `input` (an existing id is left unchanged).
+
+        With `start_immediately` its first run is due now: a worker runs it.
+        """
         return await self._ops.start(id, input)
 
     async def trigger(self, id: str) -> TriggerResult:
-        """Run `id` now without moving its schedule (a missing id is not created)."""
+        """
+        Make a run due now without moving the schedule; during a run, one more right after.
+
+        A missing or parked id is not created or resumed (`triggered=False`).
+        """
         return await self._ops.trigger(id)
 
     async def status(self, id: str) -> ContinuousStatus:
@@ -186,7 +270,12 @@ class ContinuousClient(Generic[S]):
         return await self._ops.get_state(id)
 
     async def terminate(self, id: str, reason: str | None = None) -> TerminateResult:
-        """Purge `id` (state and alarm); a missing id reports `terminated=False`."""
+        """
+        Purge `id` (state and alarm) now; a missing id reports `terminated=False`.
+
+        A run in progress is cancelled (an async one) or left to end, and its result is
+        discarded, never written.
+        """
         return await self._ops.terminate(id, reason)
 
 
@@ -207,11 +296,12 @@ class DebounceClient(Generic[I, S]):
 
     async def add(self, id: str, event: I, event_id: str | None = None) -> AddResult:
         """
-        Fold `event` into `id`'s batch.
+        Fold `event` into `id`'s open batch (its `on_event` runs here: keep it pure and fast).
 
-        The first event of a batch sets the flush alarm; reaching `max_events` flushes at
-        once. With `event_id`, a repeated id is acknowledged (`duplicate=True`) and not
-        folded twice.
+        The first event of a batch makes it due `flush_after` later; reaching `max_events`
+        seals the batch and makes it due now, and the next event opens another. A worker
+        flushes due batches, oldest first, one at a time per id. With `event_id`, a
+        repeated id is acknowledged (`duplicate=True`) and not folded twice.
         """
         return await self._ops.add(id, event, event_id)
 
@@ -225,20 +315,39 @@ class DebounceClient(Generic[I, S]):
         return await self._ops.add(id, _parse(payload, self._event, "event"), event_id)
 
     async def flush(self, id: str) -> FlushResult:
-        """Flush `id`'s batch now (reason `manual`)."""
+        """
+        Make `id`'s open batch due now (reason `manual`): a worker flushes it shortly.
+
+        It flushes right after any earlier batch of the id; a retry's delay is never cut.
+        """
         return await self._ops.flush(id)
 
     async def clear(self, id: str) -> ClearResult:
-        """Discard `id`'s batch without executing it."""
+        """Discard `id`'s batches that have not started flushing (a flush in progress goes on)."""
         return await self._ops.clear(id)
 
     async def status(self, id: str) -> DebounceStatus:
-        """Where `id`'s batch stands."""
+        """Where `id`'s batches stand, oldest first."""
         return await self._ops.status(id)
 
     async def get_state(self, id: str) -> S | None:
-        """The batch so far, or None."""
+        """The open batch so far, or None."""
         return await self._ops.get_state(id)
+
+    async def wait_flushed(self, id: str, batch_id: str) -> None:
+        """
+        Return once batch `batch_id` of `id` is done: flushed, failed finally, or cleared.
+
+        It polls the storage, so it works in any process; bound it with
+        `async with asyncio.timeout(...)`. In tests with a `TestClock`, advance the clock.
+        """
+        ops = self._ops
+
+        async def done() -> bool:
+            status = await ops.status(id)
+            return all(batch.batch_id != batch_id for batch in status.batches)
+
+        await _wait_until(done)
 
 
 class TaskClient(Generic[I, S]):
@@ -257,7 +366,13 @@ class TaskClient(Generic[I, S]):
         self._event = event
 
     async def send(self, id: str, event: I, event_id: str | None = None) -> SendResult:
-        """Run the task's `on_event` (a repeated `event_id` is acknowledged, not run twice)."""
+        """
+        Fold `event` with the task's `on_event` now (keep it pure and fast: it runs here).
+
+        While the task's `execute` runs, the event is stored and folded right after that run
+        by the worker (`status="queued"`). A repeated `event_id` is acknowledged, not folded
+        twice.
+        """
         return await self._ops.send(id, event, event_id)
 
     async def send_json(
@@ -270,7 +385,7 @@ class TaskClient(Generic[I, S]):
         return await self._ops.send(id, _parse(payload, self._event, "event"), event_id)
 
     async def trigger(self, id: str) -> TriggerResult:
-        """Run `execute` now (a missing id is not created)."""
+        """Make `execute` due now; during a run, due right after it (a missing id stays so)."""
         return await self._ops.trigger(id)
 
     async def status(self, id: str) -> TaskStatus:
@@ -282,7 +397,7 @@ class TaskClient(Generic[I, S]):
         return await self._ops.get_state(id)
 
     async def terminate(self, id: str) -> TerminateResult:
-        """Purge the task."""
+        """Purge the task now; a run in progress is refused its result."""
         return await self._ops.terminate(id)
 
 
@@ -307,7 +422,12 @@ class WorkerPoolClient(Generic[I]):
         priority: int = 0,
         event_id: str | None = None,
     ) -> EnqueueResult:
-        """Queue `event`: round-robin, or by `partition_key` (same key, same FIFO queue)."""
+        """
+        Queue `event`: it starts when a slot of the pool is free (higher `priority` first).
+
+        Events with one `partition_key` run one at a time, in order. A repeated `event_id`
+        is acknowledged (`duplicate=True`) and not queued again.
+        """
         return await self._ops.enqueue(
             event, partition_key=partition_key, priority=priority, event_id=event_id
         )
@@ -318,13 +438,8 @@ class WorkerPoolClient(Generic[I]):
         partition_key: str | None = None,
         priority: int = 0,
     ) -> tuple[EnqueueResult, ...]:
-        """Queue several events in order (each its own atomic operation)."""
-        return tuple(
-            [
-                await self._ops.enqueue(event, partition_key=partition_key, priority=priority)
-                for event in events
-            ]
-        )
+        """Queue several events, in order, in one transaction (all or none)."""
+        return await self._ops.enqueue_many(events, partition_key=partition_key, priority=priority)
 
     async def enqueue_json(
         self,
@@ -342,17 +457,31 @@ class WorkerPoolClient(Generic[I]):
         )
 
     async def cancel(self, event_id: str) -> CancelResult:
-        """Remove a queued event that has not started."""
+        """Remove an event that waits to start or for a retry (a running one goes on)."""
         return await self._ops.cancel(event_id)
 
     async def pause(self) -> None:
-        """Stop dequeuing (events keep arriving and are kept)."""
+        """Start no more events (running ones finish; new ones are still accepted)."""
         await self._ops.pause()
 
     async def resume(self) -> None:
-        """Dequeue again."""
+        """Start events again."""
         await self._ops.resume()
 
     async def status(self) -> PoolStatus:
-        """Every partition and the totals."""
+        """How many events wait, run and retry, across every worker process."""
         return await self._ops.status()
+
+    async def wait(self, event_id: str) -> None:
+        """
+        Return once event `event_id` is done: succeeded, failed finally, or cancelled.
+
+        It polls the storage, so it works in any process; bound it with
+        `async with asyncio.timeout(...)`. In tests with a `TestClock`, advance the clock.
+        """
+        ops = self._ops
+
+        async def done() -> bool:
+            return not await ops.is_pending(event_id)
+
+        await _wait_until(done)

@@ -1,13 +1,20 @@
 """Small pieces every handler uses."""
 
+from collections.abc import Iterable
 from datetime import datetime
-
-import attrs
 
 from .._contexts import ExecutionInfo
 from .._errors import ValidationError
-from .._storage._interface import InstanceKey, InstanceRecord, InstanceTransaction, JobKind
+from .._observe import JobEvent
+from .._storage._interface import (
+    InstanceKey,
+    InstanceRecord,
+    InstanceTransaction,
+    JobKind,
+    LeaseLostError,
+)
 from .._type_forms import is_instance, type_name
+from ._services import Services
 
 
 def instance_name(key: InstanceKey) -> str:
@@ -27,21 +34,6 @@ def execution_info(key: InstanceKey, attempt: int, now: datetime) -> ExecutionIn
     )
 
 
-def is_due(record: InstanceRecord | None, now: datetime) -> bool:
-    """Whether `record` has an alarm due at `now` and is not parked."""
-    return (
-        record is not None
-        and record.alarm_at is not None
-        and record.alarm_at <= now
-        and record.status.value != "failed"
-    )
-
-
-def touched(record: InstanceRecord, now: datetime) -> InstanceRecord:
-    """`record` with `updated_at` set to `now`."""
-    return attrs.evolve(record, updated_at=now)
-
-
 def key_of(kind: JobKind, job: str, id: str) -> InstanceKey:
     """Validate a user id and build the instance key."""
     _require_id(id)
@@ -59,7 +51,27 @@ def _require_id(value: object) -> None:
         raise ValidationError("id", f"expected a non-empty string, got {value!r}")
 
 
-def alarm_of(tx: InstanceTransaction) -> datetime | None:
-    """The alarm of the record as it stands in `tx` (None when there is no record)."""
+def fenced(tx: InstanceTransaction, token: str, *, release: bool = True) -> InstanceRecord:
+    """
+    The record, in a block that writes for the run holding `token` (its finish).
+
+    Raises `LeaseLostError` when that run no longer holds the instance (a client purged or
+    resumed it, or the lease expired and another worker took it): nothing may be written.
+    """
+    if not tx.fence(token, release=release):
+        msg = (
+            f"the lease of {instance_name(tx.key)} is no longer held by this run;"
+            " its result is discarded"
+        )
+        raise LeaseLostError(msg)
     record = tx.record
-    return None if record is None else record.alarm_at
+    if record is None:  # pragma: no cover - a held lease implies a record
+        msg = f"{tx.key} has a lease but no record"
+        raise LeaseLostError(msg)
+    return record
+
+
+def emit_all(services: Services, events: Iterable[JobEvent]) -> None:
+    """Deliver events once what they describe has been committed."""
+    for event in events:
+        services.events.emit(event)

@@ -1,7 +1,13 @@
-"""The Continuous handler: runs `execute` on a schedule through the runner."""
+"""
+The Continuous handler: client calls on instances, and a worker's run of one instance.
+
+Client calls (`start`, `trigger`, `terminate`) are one short block each and never run user
+code. A worker runs `execute` for an instance it claimed, holding only the claim's lease, and
+writes the outcome in one fenced block.
+"""
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Generic, Literal
+from typing import TYPE_CHECKING, Generic
 
 import attrs
 from typing_extensions import TypeVar
@@ -9,10 +15,17 @@ from typing_extensions import TypeVar
 from .._contexts import ContinuousContext, StateCell
 from .._observe import JobEvent
 from .._serde import decode, encode
-from .._storage._interface import InstanceKey, InstanceRecord, InstanceTransaction, JobKind
-from ._common import alarm_of, execution_info, is_due, key_of, new_record, require_instance
-from ._results import ContinuousStatus, StartResult, TerminateResult, TriggerResult
-from ._runner import Execution, FailedFinally, Outcome, Succeeded, run_execution
+from .._storage._interface import Claim, InstanceKey, InstanceRecord, InstanceStatus, JobKind
+from ._common import emit_all, execution_info, fenced, key_of, new_record, require_instance
+from ._invoke import RunHandle, bind
+from ._results import (
+    ContinuousStatus,
+    ContinuousStatusName,
+    StartResult,
+    TerminateResult,
+    TriggerResult,
+)
+from ._runner import Attempts, Execution, FailedFinally, Succeeded, Terminated, run_execution
 from ._services import Services
 
 
@@ -31,6 +44,30 @@ class ContinuousMeta:
 
     run_count: int = 0
     last_run_at: datetime | None = None
+    next_run_at: datetime | None = None
+    """When the schedule wants the next run (the first one: when started)."""
+    trigger_due: bool = False
+    """A `trigger` asked for a run that has not started yet."""
+    trigger_after_run: bool = False
+    """A `trigger` arrived while a run was in progress: one more run right after it."""
+
+
+def continuous_meta(record: InstanceRecord) -> ContinuousMeta:
+    """The bookkeeping of a stored continuous instance."""
+    if record.meta is None:
+        return ContinuousMeta()
+    return decode(record.meta, ContinuousMeta)
+
+
+def _alarm(meta: ContinuousMeta, now: datetime) -> datetime | None:
+    """When a worker should next run the instance (no retry pending)."""
+    if meta.trigger_due:
+        return now
+    return meta.next_run_at
+
+
+def _retrying(record: InstanceRecord) -> bool:
+    return record.attempt > 1 or record.defects > 0
 
 
 class ContinuousHandler(Generic[I, S, E, R]):
@@ -41,11 +78,10 @@ class ContinuousHandler(Generic[I, S, E, R]):
         I, S, E, R: those of the `Continuous` definition.
     """
 
-    __slots__ = ("_deps", "_job", "_services")
+    __slots__ = ("_job", "_services")
 
-    def __init__(self, job: "Continuous[I, S, E, R]", deps: R, services: Services) -> None:
+    def __init__(self, job: "Continuous[I, S, E, R]", services: Services) -> None:
         self._job = job
-        self._deps = deps
         self._services = services
 
     def key(self, id: str) -> InstanceKey:
@@ -53,73 +89,92 @@ class ContinuousHandler(Generic[I, S, E, R]):
         return key_of(JobKind.CONTINUOUS, self._job.name, id)
 
     async def start(self, id: str, input: S) -> StartResult:
-        """Create `id` with `input` as its state; run at once if `start_immediately`."""
+        """Create `id` with `input` as its state; due at once if `start_immediately`."""
         job = self._job
         require_instance("input", input, job.state)
         key = self.key(id)
         services = self._services
         async with services.storage.instance(key) as tx:
             now = services.clock.now()
-            if tx.record is not None:
-                return StartResult(created=False, next_run_at=tx.record.alarm_at)
-            record = attrs.evolve(
-                new_record(key, now), state=encode(input), meta=encode(ContinuousMeta())
+            existing = tx.record
+            if existing is not None:
+                return StartResult(created=False, next_run_at=continuous_meta(existing).next_run_at)
+            first = now if job.start_immediately else job.schedule.next_after(now)
+            meta = ContinuousMeta(next_run_at=first)
+            tx.save(
+                attrs.evolve(
+                    new_record(key, now), state=encode(input), meta=encode(meta), alarm_at=first
+                )
             )
-            tx.save(record)
-            services.events.emit(
-                JobEvent(type="job.started", kind=key.kind, job=key.job, id=key.id, at=now)
-            )
-            outcome: Outcome | None = None
-            if job.start_immediately:
-                outcome = await self._run(tx, now, new_run=True)
-            else:
-                self._schedule_next(tx, now)
-            return StartResult(created=True, outcome=outcome, next_run_at=alarm_of(tx))
+        services.events.emit(
+            JobEvent(type="job.started", kind=key.kind, job=key.job, id=key.id, at=now)
+        )
+        services.wake(first)
+        return StartResult(created=True, next_run_at=first)
 
     async def trigger(self, id: str) -> TriggerResult:
-        """Run `id` now; its schedule stays as it is."""
-        async with self._services.storage.instance(self.key(id)) as tx:
+        """
+        Ask for a run now, the schedule left as it is; during a run, one more right after it.
+
+        A missing or parked instance is not triggered; a retry that is waiting keeps its
+        delay (the retry is the run the trigger asked for).
+        """
+        services = self._services
+        async with services.storage.instance(self.key(id)) as tx:
+            now = services.clock.now()
             record = tx.record
-            if record is None or record.status.value == "failed":
+            if record is None or record.status is not InstanceStatus.ACTIVE:
                 return TriggerResult(triggered=False)
-            outcome = await self._run(tx, self._services.clock.now(), new_run=True, keep=True)
-            return TriggerResult(triggered=True, outcome=outcome)
+            meta = continuous_meta(record)
+            running = record.lease is not None
+            if running:
+                meta = attrs.evolve(meta, trigger_after_run=True)
+                alarm = record.alarm_at
+            else:
+                meta = attrs.evolve(meta, trigger_due=True)
+                alarm = record.alarm_at if _retrying(record) else _alarm(meta, now)
+            tx.save(attrs.evolve(record, meta=encode(meta), alarm_at=alarm, updated_at=now))
+        if alarm is not None:
+            services.wake(alarm)
+        return TriggerResult(triggered=True, after_current_run=running)
 
     async def terminate(self, id: str, reason: str | None = None) -> TerminateResult:
-        """Purge `id` (state and alarm)."""
-        async with self._services.storage.instance(self.key(id)) as tx:
+        """Purge `id` (state and alarm); a run in progress is refused its result."""
+        services = self._services
+        async with services.storage.instance(self.key(id)) as tx:
             record = tx.record
             if record is None:
                 return TerminateResult(terminated=False)
             tx.purge()
-            key = record.key
-            self._services.events.emit(
-                JobEvent(
-                    type="job.terminated",
-                    kind=key.kind,
-                    job=key.job,
-                    id=key.id,
-                    at=self._services.clock.now(),
-                    reason=reason,
-                )
+            now = services.clock.now()
+        if record.lease is not None:
+            services.wake(now)  # a local worker renews at once, learns the run lost its lease
+        key = record.key
+        services.events.emit(
+            JobEvent(
+                type="job.terminated", kind=key.kind, job=key.job, id=key.id, at=now, reason=reason
             )
-            return TerminateResult(terminated=True, reason=reason)
+        )
+        return TerminateResult(terminated=True, reason=reason)
 
     async def status(self, id: str) -> ContinuousStatus:
         """Where `id` stands."""
         record = await self._services.storage.read(self.key(id))
         if record is None:
             return ContinuousStatus(status="not_found")
-        name: Literal["running", "retrying", "failed"] = (
+        name: ContinuousStatusName = (
             "failed"
-            if record.status.value == "failed"
-            else "retrying"
-            if record.attempt > 1 or record.defects > 0
+            if record.status is InstanceStatus.FAILED
             else "running"
+            if record.lease is not None
+            else "retrying"
+            if _retrying(record)
+            else "scheduled"
         )
+        meta = continuous_meta(record)
         return ContinuousStatus(
             status=name,
-            run_count=self._meta(record).run_count,
+            run_count=meta.run_count,
             next_run_at=record.alarm_at,
             attempt=record.attempt,
             last_error=record.last_error,
@@ -132,71 +187,62 @@ class ContinuousHandler(Generic[I, S, E, R]):
             return None
         return decode(record.state, self._job.state)
 
-    async def on_alarm(self, key: InstanceKey) -> None:
-        """The alarm fell due: run (a retry keeps its run number)."""
-        async with self._services.storage.instance(key) as tx:
-            now = self._services.clock.now()
-            record = tx.record
-            if not is_due(record, now):
-                if record is not None:
-                    tx.save(record)
-                return
-            # a retry (of an `Err` or of a defect) repeats its run: it keeps the run number
-            retrying = record is not None and (record.attempt > 1 or record.defects > 0)
-            await self._run(tx, now, new_run=not retrying)
-
-    async def _run(
-        self, tx: InstanceTransaction, now: datetime, *, new_run: bool, keep: bool = False
-    ) -> Outcome:
-        record = tx.record
-        if record is None:  # pragma: no cover - callers check
-            msg = "continuous run without a record"
-            raise RuntimeError(msg)
+    async def run(self, claim: Claim, deps: R, run: RunHandle) -> None:
+        """Run `execute` for a claimed instance and write the outcome (fenced)."""
         job = self._job
-        meta = self._meta(record)
-        run_count = meta.run_count + 1 if new_run or meta.run_count == 0 else meta.run_count
-        previous_alarm = record.alarm_at
-        record = attrs.evolve(
-            record, meta=encode(attrs.evolve(meta, run_count=run_count, last_run_at=now))
-        )
-        state = decode(record.state, job.state)
-        cell = StateCell(state)
+        services = self._services
+        record = claim.record
+        now = services.clock.now()
+        meta = continuous_meta(record)
+        # a retry (of an `Err` or of a defect) repeats its run: it keeps the run number
+        run_count = meta.run_count if _retrying(record) and meta.run_count else meta.run_count + 1
+        scheduled = meta.next_run_at is not None and meta.next_run_at <= now
+        cell = StateCell(decode(record.state, job.state))
         info = execution_info(record.key, record.attempt, now)
-        context = ContinuousContext(info, self._deps, cell, run_count)
-        outcome = await run_execution(
-            self._services,
-            tx,
-            record,
+        context = ContinuousContext(info, deps, cell, run_count)
+        execute = job.execute
+        result = await run_execution(
+            services,
             Execution(
                 info=info,
-                deps=self._deps,
-                call=lambda: job.execute(context),
+                key=record.key,
+                deps=deps,
+                call=bind(execute, lambda: execute(context)),
                 retry=job.retry,
                 on_error=job.on_error,
-                error_state=state,
+                error_state=cell.value,
+                attempts=Attempts.of(record),
                 state=cell,
+                letter_state=record.state,
+                letter_meta=record.meta,
             ),
+            run,
         )
-        if isinstance(outcome, Succeeded):
-            if keep and previous_alarm is not None:
-                saved = tx.record
-                if saved is not None:
-                    tx.save(attrs.evolve(saved, alarm_at=previous_alarm))
+        outcome = result.outcome
+        run.finish()
+        async with services.storage.instance(record.key) as tx:
+            current = fenced(tx, claim.token)
+            for letter in result.letters:
+                tx.add_dead_letter(letter)
+            final = isinstance(outcome, FailedFinally) and outcome.rescheduled_at is None
+            if isinstance(outcome, Terminated) or final:
+                tx.purge()
             else:
-                self._schedule_next(tx, now)
-        elif isinstance(outcome, FailedFinally) and outcome.rescheduled_at is None:
-            tx.purge()
-        return outcome
-
-    def _schedule_next(self, tx: InstanceTransaction, now: datetime) -> None:
-        record = tx.record
-        if record is None:
-            return
-        at = self._job.schedule.next_after(now)
-        tx.save(attrs.evolve(record, alarm_at=at, updated_at=now))
-        self._services.wake(at)
-
-    def _meta(self, record: InstanceRecord) -> ContinuousMeta:
-        if record.meta is None:
-            return ContinuousMeta()
-        return decode(record.meta, ContinuousMeta)
+                after = continuous_meta(current)
+                after = attrs.evolve(after, run_count=run_count, last_run_at=now)
+                saved = result.applied_to(current)
+                if isinstance(outcome, Succeeded):
+                    if scheduled:
+                        after = attrs.evolve(
+                            after, next_run_at=job.schedule.next_after(result.ended_at)
+                        )
+                    after = attrs.evolve(after, trigger_due=False)
+                    saved = attrs.evolve(saved, alarm_at=_alarm(after, result.ended_at))
+                if after.trigger_after_run and saved.status is InstanceStatus.ACTIVE:
+                    after = attrs.evolve(after, trigger_due=True, trigger_after_run=False)
+                    if isinstance(outcome, Succeeded):
+                        saved = attrs.evolve(saved, alarm_at=result.ended_at)
+                tx.save(attrs.evolve(saved, meta=encode(after)))
+                if saved.alarm_at is not None:
+                    services.wake(saved.alarm_at)
+        emit_all(services, result.events)

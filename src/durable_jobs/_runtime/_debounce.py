@@ -1,7 +1,19 @@
-"""The Debounce handler: folds events into a batch and flushes it through the runner."""
+"""
+The Debounce handler: events fold into batches; a worker flushes them, one at a time per id.
 
-from datetime import datetime
-from typing import TYPE_CHECKING, Generic, Literal
+The batches of one id form a chain, oldest first: at most one `flushing` batch (its flush
+has started: running, or waiting for a retry), sealed batches `queued` behind it, and one
+`open` batch taking events. The record holds the open batch's state; `meta` holds the
+chain's bookkeeping and the flushing batch's state (so a retry reads everything from its
+claim); each queued batch's state is a queue item keyed by its batch id.
+
+A batch is sealed when its first flush starts, or as soon as it reaches `max_events`;
+sealed batches never change, so every retry sees the same batch and batch id.
+"""
+
+import uuid
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Generic
 
 import attrs
 from typing_extensions import TypeVar
@@ -10,10 +22,28 @@ from .._contexts import DebounceEventContext, DebounceExecuteContext, FlushReaso
 from .._errors import ExecutionError
 from .._observe import JobEvent
 from .._serde import decode, encode
-from .._storage._interface import InstanceKey, InstanceRecord, InstanceTransaction, JobKind
-from ._common import execution_info, is_due, key_of, new_record, require_instance
-from ._results import AddResult, ClearResult, DebounceStatus, FlushResult
-from ._runner import Execution, FailedFinally, Succeeded, run_execution
+from .._storage._interface import (
+    Claim,
+    InstanceKey,
+    InstanceRecord,
+    InstanceStatus,
+    InstanceTransaction,
+    JobKind,
+    QueueItem,
+)
+from .._types import JsonValue
+from ._common import emit_all, execution_info, fenced, key_of, new_record, require_instance
+from ._invoke import RunHandle, bind
+from ._results import (
+    AddResult,
+    BatchStage,
+    BatchStatus,
+    ClearResult,
+    DebounceStatus,
+    DebounceStatusName,
+    FlushResult,
+)
+from ._runner import Attempts, Execution, FailedFinally, Succeeded, Terminated, run_execution
 from ._services import Services
 
 
@@ -27,12 +57,82 @@ R = TypeVar("R")
 
 
 @attrs.frozen(kw_only=True)
-class DebounceMeta:
-    """A batch's bookkeeping, stored in the record's `meta`."""
+class OpenBatch:
+    """The batch taking events (its state is the record's state)."""
 
-    event_count: int = 0
-    started_at: datetime | None = None
-    flush_reason: FlushReason | None = None
+    batch_id: str
+    event_count: int
+    started_at: datetime
+    flush_requested_at: datetime | None = None
+    """When `flush()` made it due (now, instead of at the end of its window)."""
+
+
+@attrs.frozen(kw_only=True)
+class SealedBatch:
+    """A batch that takes no more events; `state` is its folded state, encoded."""
+
+    batch_id: str
+    event_count: int
+    started_at: datetime
+    reason: FlushReason
+    state: JsonValue = None
+
+
+@attrs.frozen(kw_only=True)
+class QueuedBatch:
+    """A sealed batch waiting for the one before it (its state is its queue item)."""
+
+    batch_id: str
+    event_count: int
+    started_at: datetime
+    reason: FlushReason
+
+
+@attrs.frozen(kw_only=True)
+class DebounceMeta:
+    """The chain of one Debounce id, stored in the record's `meta`."""
+
+    open: OpenBatch | None = None
+    queued: tuple[QueuedBatch, ...] = ()
+    flushing: SealedBatch | None = None
+
+
+def debounce_meta(record: InstanceRecord | None) -> DebounceMeta:
+    """The chain of a stored debounce instance (empty for none)."""
+    if record is None or record.meta is None:
+        return DebounceMeta()
+    return decode(record.meta, DebounceMeta)
+
+
+def _sealed(queued: QueuedBatch, state: JsonValue) -> SealedBatch:
+    return SealedBatch(
+        batch_id=queued.batch_id,
+        event_count=queued.event_count,
+        started_at=queued.started_at,
+        reason=queued.reason,
+        state=state,
+    )
+
+
+def queue_sealed(tx: InstanceTransaction, meta: DebounceMeta, batch: SealedBatch) -> DebounceMeta:
+    """Append a sealed batch to the chain (its state becomes a queue item)."""
+    tx.queue_push(
+        QueueItem(event_id=batch.batch_id, event=batch.state, enqueued_at=batch.started_at)
+    )
+    queued = QueuedBatch(
+        batch_id=batch.batch_id,
+        event_count=batch.event_count,
+        started_at=batch.started_at,
+        reason=batch.reason,
+    )
+    return attrs.evolve(meta, queued=(*meta.queued, queued))
+
+
+def open_due_at(batch: OpenBatch, flush_after: timedelta) -> datetime:
+    """When the open batch may flush: when flushed by hand, else at its window's end."""
+    if batch.flush_requested_at is not None:
+        return batch.flush_requested_at
+    return batch.started_at + flush_after
 
 
 class DebounceHandler(Generic[I, S, E, R]):
@@ -43,206 +143,333 @@ class DebounceHandler(Generic[I, S, E, R]):
         I, S, E, R: those of the `Debounce` definition.
     """
 
-    __slots__ = ("_deps", "_job", "_services")
+    __slots__ = ("_job", "_services")
 
-    def __init__(self, job: "Debounce[I, S, E, R]", deps: R, services: Services) -> None:
+    def __init__(self, job: "Debounce[I, S, E, R]", services: Services) -> None:
         self._job = job
-        self._deps = deps
         self._services = services
 
     def key(self, id: str) -> InstanceKey:
         """The instance key of `id`."""
         return key_of(JobKind.DEBOUNCE, self._job.name, id)
 
+    def _alarm(self, record: InstanceRecord, meta: DebounceMeta, now: datetime) -> datetime | None:
+        """When the next flush of the chain is due (the flushing batch's own alarm stands)."""
+        if meta.flushing is not None:
+            return record.alarm_at
+        if meta.queued:
+            return now
+        if meta.open is not None:
+            return open_due_at(meta.open, self._job.flush_after)
+        return None
+
     async def add(self, id: str, event: I, event_id: str | None = None) -> AddResult:
-        """Fold `event` into `id`'s batch (see `DebounceClient.add`)."""
+        """Fold `event` into `id`'s open batch (see `DebounceClient.add`)."""
         job = self._job
         require_instance("event", event, job.event)
         key = self.key(id)
         services = self._services
+        started = False
         async with services.storage.instance(key) as tx:
             now = services.clock.now()
+            stored = tx.record  # one copy of the stored record per add, not one per use
+            meta = debounce_meta(stored)
             if event_id is not None and await tx.has_seen(event_id):
-                record = tx.record
-                meta = self._meta(record)
                 return AddResult(
                     created=False,
-                    event_count=meta.event_count,
-                    will_flush_at=record.alarm_at if record else None,
+                    batch_id=None,
+                    event_count=0,
+                    will_flush_at=None,
                     duplicate=True,
                 )
-            stored = tx.record  # one copy of the stored record per add, not one per use
             record = stored or new_record(key, now)
-            meta = self._meta(stored)
-            created = meta.event_count == 0
-            state = None if created else self._state(record)
-            count = meta.event_count + 1
-            context = DebounceEventContext(
-                execution_info(key, record.attempt, now), self._deps, event, state, count
+            batch = meta.open
+            started = batch is None
+            if batch is None:
+                batch = OpenBatch(batch_id=uuid.uuid4().hex, event_count=0, started_at=now)
+                state = None
+            else:
+                state = decode(record.state, job.state_class)
+            count = batch.event_count + 1
+            context: DebounceEventContext[I, S, R] = DebounceEventContext(
+                execution_info(key, 1, now), event, state, count
             )
             try:
                 folded = job.fold(context)
             except Exception as exc:
                 msg = f"debounce {job.name!r}: on_event raised for id {id!r}; nothing was stored"
                 raise ExecutionError(msg, job=job.name, id=id) from exc
-            meta = DebounceMeta(
-                event_count=count,
-                started_at=now if created else meta.started_at,
-                flush_reason=meta.flush_reason,
+            full = job.max_events is not None and count >= job.max_events
+            if full:
+                meta = queue_sealed(
+                    tx,
+                    attrs.evolve(meta, open=None),
+                    SealedBatch(
+                        batch_id=batch.batch_id,
+                        event_count=count,
+                        started_at=batch.started_at,
+                        reason="max_events",
+                        state=encode(folded),
+                    ),
+                )
+                state_json: JsonValue = None
+                due = now
+            else:
+                batch = attrs.evolve(batch, event_count=count)
+                meta = attrs.evolve(meta, open=batch)
+                state_json = encode(folded)
+                due = open_due_at(batch, job.flush_after)
+            alarm = self._alarm(record, meta, now)
+            tx.save(
+                attrs.evolve(
+                    record, state=state_json, meta=encode(meta), alarm_at=alarm, updated_at=now
+                )
             )
-            alarm_at = record.alarm_at
-            if created and alarm_at is None:
-                alarm_at = now + job.flush_after
-            record = attrs.evolve(
-                record, state=encode(folded), meta=encode(meta), alarm_at=alarm_at, updated_at=now
-            )
-            tx.save(record)
             if event_id is not None:
                 tx.remember(event_id, now)
-            if created:
-                self._emit("debounce.started", key, now, scheduled_at=alarm_at)
-            if alarm_at is not None:
-                services.wake(alarm_at)
-            flush = None
-            after: InstanceRecord | None = record
-            if job.max_events is not None and count >= job.max_events:
-                flush = await self._flush(tx, "max_events", now)
-                after = tx.record
-            return AddResult(
-                created=created,
-                event_count=self._meta(after).event_count if after else 0,
-                will_flush_at=after.alarm_at if after else None,
-                flush=flush,
+        if started:
+            services.events.emit(
+                JobEvent(
+                    type="debounce.started",
+                    kind=key.kind,
+                    job=key.job,
+                    id=key.id,
+                    at=now,
+                    scheduled_at=due,
+                    batch_id=batch.batch_id,
+                )
             )
+        if alarm is not None:
+            services.wake(alarm)
+        return AddResult(
+            created=started,
+            batch_id=batch.batch_id,
+            event_count=count,
+            will_flush_at=due,
+            sealed=full,
+        )
 
     async def flush(self, id: str) -> FlushResult:
-        """Flush `id`'s batch now (reason `manual`)."""
-        async with self._services.storage.instance(self.key(id)) as tx:
-            return await self._flush(tx, "manual", self._services.clock.now())
+        """Make `id`'s open batch due now (reason `manual`); a retry's delay is never cut."""
+        services = self._services
+        async with services.storage.instance(self.key(id)) as tx:
+            now = services.clock.now()
+            record = tx.record
+            meta = debounce_meta(record)
+            batch = meta.open
+            if record is None or batch is None:
+                return FlushResult(requested=False)
+            if batch.flush_requested_at is None:
+                batch = attrs.evolve(batch, flush_requested_at=now)
+            meta = attrs.evolve(meta, open=batch)
+            alarm = self._alarm(record, meta, now)
+            tx.save(attrs.evolve(record, meta=encode(meta), alarm_at=alarm, updated_at=now))
+        if alarm is not None:
+            services.wake(alarm)
+        return FlushResult(requested=True, batch_id=batch.batch_id, event_count=batch.event_count)
 
     async def clear(self, id: str) -> ClearResult:
-        """Discard `id`'s batch without executing it."""
-        async with self._services.storage.instance(self.key(id)) as tx:
+        """Discard `id`'s batches that have not started; a flush in progress goes on."""
+        services = self._services
+        async with services.storage.instance(self.key(id)) as tx:
+            now = services.clock.now()
             record = tx.record
             if record is None:
                 return ClearResult(cleared=False)
-            count = self._meta(record).event_count
-            tx.purge()
-            return ClearResult(cleared=True, discarded_events=count)
+            meta = debounce_meta(record)
+            batches = len(meta.queued) + (0 if meta.open is None else 1)
+            events = sum(batch.event_count for batch in meta.queued)
+            events += 0 if meta.open is None else meta.open.event_count
+            if meta.flushing is None:
+                tx.purge()
+            else:
+                for queued in meta.queued:
+                    await tx.queue_remove(queued.batch_id)
+                kept = DebounceMeta(flushing=meta.flushing)
+                tx.save(attrs.evolve(record, state=None, meta=encode(kept), updated_at=now))
+        return ClearResult(cleared=batches > 0, discarded_batches=batches, discarded_events=events)
 
     async def status(self, id: str) -> DebounceStatus:
-        """Where `id`'s batch stands."""
+        """Where `id`'s chain of batches stands."""
         record = await self._services.storage.read(self.key(id))
         if record is None:
             return DebounceStatus(status="not_found")
-        meta = self._meta(record)
-        name: Literal["debouncing", "retrying", "failed"] = (
-            "failed"
-            if record.status.value == "failed"
-            else "retrying"
-            if record.attempt > 1 or record.defects > 0
-            else "debouncing"
+        meta = debounce_meta(record)
+        batches: list[BatchStatus] = []
+        name: DebounceStatusName = "debouncing"
+        flushing = meta.flushing
+        if flushing is not None:
+            stage: BatchStage
+            if record.status is InstanceStatus.FAILED:
+                name = stage = "failed"
+            elif record.lease is not None:
+                name = stage = "flushing"
+            else:
+                name = stage = "retrying"
+            batches.append(
+                BatchStatus(
+                    batch_id=flushing.batch_id,
+                    stage=stage,
+                    event_count=flushing.event_count,
+                    started_at=flushing.started_at,
+                    due_at=record.alarm_at if stage == "retrying" else None,
+                    reason=flushing.reason,
+                )
+            )
+        batches.extend(
+            BatchStatus(
+                batch_id=queued.batch_id,
+                stage="queued",
+                event_count=queued.event_count,
+                started_at=queued.started_at,
+                due_at=None,
+                reason=queued.reason,
+            )
+            for queued in meta.queued
         )
+        if meta.open is not None:
+            batch = meta.open
+            batches.append(
+                BatchStatus(
+                    batch_id=batch.batch_id,
+                    stage="open",
+                    event_count=batch.event_count,
+                    started_at=batch.started_at,
+                    due_at=open_due_at(batch, self._job.flush_after),
+                    reason=None if batch.flush_requested_at is None else "manual",
+                )
+            )
         return DebounceStatus(
             status=name,
-            event_count=meta.event_count,
-            started_at=meta.started_at,
-            will_flush_at=record.alarm_at,
+            batches=tuple(batches),
+            next_flush_at=None if record.lease is not None else record.alarm_at,
             attempt=record.attempt,
             last_error=record.last_error,
         )
 
     async def get_state(self, id: str) -> S | None:
-        """The batch so far, or None."""
+        """The open batch so far, or None."""
         record = await self._services.storage.read(self.key(id))
         if record is None or record.state is None:
             return None
-        return self._state(record)
+        return decode(record.state, self._job.state_class)
 
-    async def on_alarm(self, key: InstanceKey) -> None:
-        """The batch's alarm fell due: flush it (or retry the flush)."""
-        async with self._services.storage.instance(key) as tx:
-            now = self._services.clock.now()
-            record = tx.record
-            if not is_due(record, now):
-                if record is not None:
-                    tx.save(record)  # releases the claim
-                return
-            reason = self._meta(record).flush_reason or "flush_after"
-            await self._flush(tx, reason, now)
+    async def run(self, claim: Claim, deps: R, run: RunHandle) -> None:
+        """Flush the id's oldest batch (sealing it first if it is the open one)."""
+        services = self._services
+        key = claim.key
+        meta = debounce_meta(claim.record)
+        record = claim.record
+        flushing = meta.flushing
+        if flushing is None:
+            # the flush starts now: seal the batch, so a retry sees exactly this one
+            async with services.storage.instance(key) as tx:
+                current = fenced(tx, claim.token, release=False)
+                flushing = await self._seal_next(tx, current, services.clock.now())
+                if flushing is None:  # nothing is due after all: give the claim back
+                    fenced(tx, claim.token)
+                    return
+                record = current
+        await self._flush(claim, record, flushing, deps, run)
+
+    async def _seal_next(
+        self, tx: InstanceTransaction, record: InstanceRecord, now: datetime
+    ) -> SealedBatch | None:
+        meta = debounce_meta(record)
+        if meta.flushing is not None:
+            return meta.flushing
+        if meta.queued:
+            head = meta.queued[0]
+            item = await tx.queue_peek()
+            state = item.event if item is not None and item.event_id == head.batch_id else None
+            await tx.queue_remove(head.batch_id)
+            sealed = _sealed(head, state)
+            meta = attrs.evolve(meta, queued=meta.queued[1:], flushing=sealed)
+            tx.save(attrs.evolve(record, meta=encode(meta), updated_at=now))
+            return sealed
+        batch = meta.open
+        if batch is None or open_due_at(batch, self._job.flush_after) > now:
+            tx.save(attrs.evolve(record, alarm_at=self._alarm(record, meta, now)))
+            return None
+        sealed = SealedBatch(
+            batch_id=batch.batch_id,
+            event_count=batch.event_count,
+            started_at=batch.started_at,
+            reason="flush_after" if batch.flush_requested_at is None else "manual",
+            state=record.state,
+        )
+        meta = attrs.evolve(meta, open=None, flushing=sealed)
+        tx.save(attrs.evolve(record, state=None, meta=encode(meta), updated_at=now))
+        return sealed
 
     async def _flush(
-        self, tx: InstanceTransaction, reason: FlushReason, now: datetime
-    ) -> FlushResult:
-        record = tx.record
-        meta = self._meta(record)
-        if record is None or meta.event_count == 0 or record.state is None:
-            if record is not None:
-                tx.purge()
-            return FlushResult(flushed=False)
-        # a retry flushes for the reason the batch first flushed
-        reason = meta.flush_reason or reason
-        record = attrs.evolve(record, meta=encode(attrs.evolve(meta, flush_reason=reason)))
-        state = self._state(record)
+        self,
+        claim: Claim,
+        record: InstanceRecord,
+        batch: SealedBatch,
+        deps: R,
+        run: RunHandle,
+    ) -> None:
         job = self._job
-        info = execution_info(record.key, record.attempt, now)
+        services = self._services
+        key = claim.key
+        now = services.clock.now()
+        state = decode(batch.state, job.state_class)
+        info = execution_info(key, record.attempt, now)
         context = DebounceExecuteContext(
-            info,
-            self._deps,
-            state,
-            meta.event_count,
-            reason,
-            meta.started_at or record.created_at,
+            info, deps, state, batch.event_count, batch.reason, batch.started_at, batch.batch_id
         )
-        outcome = await run_execution(
-            self._services,
-            tx,
-            record,
+        execute = job.execute
+        result = await run_execution(
+            services,
             Execution(
                 info=info,
-                deps=self._deps,
-                call=lambda: job.execute(context),
+                key=key,
+                deps=deps,
+                call=bind(execute, lambda: execute(context)),
                 retry=job.retry,
                 on_error=job.on_error,
                 error_state=state,
+                attempts=Attempts.of(record),
+                letter_state=batch.state,
+                letter_meta=encode(batch),
             ),
+            run,
         )
+        outcome = result.outcome
+        done = isinstance(outcome, Succeeded | Terminated) or (
+            isinstance(outcome, FailedFinally) and outcome.rescheduled_at is None
+        )
+        run.finish()
+        async with services.storage.instance(key) as tx:
+            current = fenced(tx, claim.token)
+            for letter in result.letters:
+                tx.add_dead_letter(letter)
+            meta = debounce_meta(current)
+            saved = result.applied_to(current)
+            if done:
+                meta = attrs.evolve(meta, flushing=None)
+                saved = attrs.evolve(saved, alarm_at=self._alarm(saved, meta, result.ended_at))
+            if meta.flushing is None and not meta.queued and meta.open is None:
+                tx.purge()  # nothing left of the id (its seen event ids stay)
+                alarm = None
+            else:
+                tx.save(attrs.evolve(saved, meta=encode(meta)))
+                alarm = saved.alarm_at
+        if alarm is not None:
+            services.wake(alarm)
+        emit_all(services, result.events)
         if isinstance(outcome, Succeeded):
-            tx.purge()
-            self._emit("debounce.flushed", record.key, now, count=meta.event_count, reason=reason)
-        elif isinstance(outcome, FailedFinally) and outcome.rescheduled_at is None:
-            tx.purge()
-        return FlushResult(
-            flushed=True, event_count=meta.event_count, reason=reason, outcome=outcome
-        )
-
-    def _meta(self, record: InstanceRecord | None) -> DebounceMeta:
-        if record is None or record.meta is None:
-            return DebounceMeta()
-        return decode(record.meta, DebounceMeta)
-
-    def _state(self, record: InstanceRecord) -> S:
-        return decode(record.state, self._job.state_class)
-
-    def _emit(
-        self,
-        type_: Literal["debounce.started", "debounce.flushed"],
-        key: InstanceKey,
-        now: datetime,
-        *,
-        scheduled_at: datetime | None = None,
-        count: int | None = None,
-        reason: str | None = None,
-    ) -> None:
-        self._services.events.emit(
-            JobEvent(
-                type=type_,
-                kind=key.kind,
-                job=key.job,
-                id=key.id,
-                at=now,
-                scheduled_at=scheduled_at,
-                event_count=count,
-                reason=reason,
+            services.events.emit(
+                JobEvent(
+                    type="debounce.flushed",
+                    kind=key.kind,
+                    job=key.job,
+                    id=key.id,
+                    at=result.ended_at,
+                    event_count=batch.event_count,
+                    reason=batch.reason,
+                    batch_id=batch.batch_id,
+                    attempt=record.attempt,
+                )
             )
-        )

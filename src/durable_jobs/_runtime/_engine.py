@@ -1,4 +1,4 @@
-"""The engine: registration, the typed client, and the worker's alarm loop."""
+"""The engine: registration, the typed client, and the worker."""
 
 import asyncio
 import contextlib
@@ -12,15 +12,18 @@ from typing import TYPE_CHECKING, Any, Generic, Self, overload
 from typing_extensions import TypeVar
 
 from .._clock import Clock, SystemClock
+from .._definitions._validators import positive_int
 from .._duration import DurationInput, to_timedelta
-from .._errors import DuplicateJobError
+from .._errors import DuplicateJobError, InvalidDefinitionError
 from .._observe import EventSink, Observer
-from .._storage._interface import DeadLetter, InstanceKey, InstanceRecord, Storage
-from .._storage._sqlite import SqliteStorage
+from .._storage._interface import DeadLetter, InstanceRecord, Storage
+from .._storage._sqlite import DEFAULT_DATABASE, default_storage
 from . import _admin
 from ._admin import ResumeResult
-from ._client import Client
+from ._client import Client, EngineClient
+from ._invoke import Invoker
 from ._services import DefectPolicy, RegisteredJob, Services
+from ._worker import Worker
 
 
 if TYPE_CHECKING:
@@ -30,20 +33,19 @@ R = TypeVar("R", default=None)
 
 logger = logging.getLogger("durable_jobs")
 
-_MIN_IDLE = timedelta(milliseconds=5)
-_MAX_IDLE = timedelta(seconds=1)
+__all__ = ["DEFAULT_DATABASE", "Engine"]
 
-DEFAULT_DATABASE = "durable_jobs.db"
-"""The file of the default storage, relative to the working directory."""
+_MIN_LEASE = timedelta(seconds=1)
 
 
 class Engine(Generic[R]):
     """
     Registers job definitions, hands out the typed client, and runs the worker.
 
-    `async with engine:` runs the alarm loop in the background until the block exits.
-    A process that only uses `engine.client` (a web app) needs no worker: storage is the
-    only channel between processes.
+    `async with engine:` runs the worker in the background until the block exits: it
+    claims due work, runs the jobs' callbacks (async ones on the loop, sync ones in a
+    thread pool of `threads`), and writes each outcome. A process that only uses a client
+    (a web app) needs no engine at all: `Client(jobs=[...], storage=...)` needs no deps.
 
     Type parameters:
         R: the type of `deps`. Every job's requirement must be a supertype of it, so a job
@@ -62,8 +64,9 @@ class Engine(Generic[R]):
         observers: Sequence[Observer] = (),
         defect_policy: DefectPolicy | None = None,
         random: Callable[[], float] | None = None,
-        lease: DurationInput = "5 minutes",
+        lease: DurationInput = "30 seconds",
         concurrency: int = 16,
+        threads: int | None = None,
     ) -> None: ...
 
     @overload
@@ -77,8 +80,9 @@ class Engine(Generic[R]):
         observers: Sequence[Observer] = (),
         defect_policy: DefectPolicy | None = None,
         random: Callable[[], float] | None = None,
-        lease: DurationInput = "5 minutes",
+        lease: DurationInput = "30 seconds",
         concurrency: int = 16,
+        threads: int | None = None,
     ) -> None: ...
 
     def __init__(
@@ -92,43 +96,50 @@ class Engine(Generic[R]):
         observers: Sequence[Observer] = (),
         defect_policy: DefectPolicy | None = None,
         random: Callable[[], float] | None = None,
-        lease: DurationInput = "5 minutes",
+        lease: DurationInput = "30 seconds",
         concurrency: int = 16,
+        threads: int | None = None,
     ) -> None:
         """
         Register `jobs` with `deps` (omit `deps` when no job needs any).
 
         `storage` defaults to `SqliteStorage("durable_jobs.db")` in the working directory;
-        `clock` to the system clock. `lease` is how long a claimed alarm stays hidden from
-        other workers (a worker that dies mid-run loses its claim after it); `concurrency`
-        bounds the alarms one worker runs at once.
+        `clock` to the system clock. `lease` is how long a worker's claim on one run lasts
+        without renewal: it is renewed every third of it while the run goes on, so it is
+        also how long the work of a worker that died waits before another takes it.
+        `concurrency` bounds the runs one worker has in flight; `threads` (default:
+        `concurrency`) is the size of the thread pool sync callbacks run in.
         """
-        if storage is None:
-            storage = SqliteStorage(DEFAULT_DATABASE)
+        self._storage: Storage = default_storage() if storage is None else storage
         self._clock = clock if clock is not None else SystemClock()
-        self._storage = storage
         self._lease = to_timedelta(lease, field="lease")
-        self._concurrency = concurrency
-        self._wake_event = asyncio.Event()
-        self._known_next: datetime | None = None
+        if self._lease < _MIN_LEASE:
+            msg = f"lease: must be at least one second (it is renewed every third), got {lease!r}"
+            raise InvalidDefinitionError(msg)
+        positive_int("concurrency", concurrency)
+        pool_size = positive_int("threads", concurrency if threads is None else threads)
+        self._wake_event: asyncio.Event | None = None
         self._services = Services(
-            storage=storage,
+            storage=self._storage,
             clock=self._clock,
             events=EventSink(observers),
             random=random if random is not None else _default_random(),
             defect_policy=defect_policy if defect_policy is not None else DefectPolicy(),
+            invoker=Invoker(pool_size),
             wake=self._wake,
         )
         self._jobs: dict[str, RegisteredJob] = {}
-        registered = _register_all(jobs, deps, self._services)
-        for job in registered:
+        for job in _register_all(jobs, deps, self._services):
             if job.name in self._jobs:
                 msg = f"two jobs are named {job.name!r}; job names must be unique"
                 raise DuplicateJobError(msg)
             self._jobs[job.name] = job
-        self.client: Client[R] = Client(self._jobs, deps, self._services)
+        self._worker = Worker(
+            self._services, self._jobs, concurrency=concurrency, lease=self._lease
+        )
+        self.client: Client = EngineClient(list(self._jobs.values()), self._services)
         """The typed client: `engine.client.debounce(job).add(...)` and friends."""
-        self._worker: asyncio.Task[None] | None = None
+        self._serving: asyncio.Task[None] | None = None
         self._stopping = False
         self._clock.attach(self.run_due)
 
@@ -164,8 +175,9 @@ class Engine(Generic[R]):
         Run a dead letter's work again (due now) and delete the letter, atomically.
 
         A parked instance is reactivated with its state; a purged one is rebuilt from the
-        letter; a worker-pool event is queued again. Raises `DeadLetterNotFoundError`, or
-        `ConflictError` (nothing changed) when a live instance would be overwritten.
+        letter; a worker-pool event or a debounce batch is queued again. Raises
+        `DeadLetterNotFoundError`, or `ConflictError` (nothing changed) when a live
+        instance would be overwritten.
         """
         result = await _admin.resume(self._storage, self._clock, letter_id)
         self._wake(result.run_at)
@@ -176,43 +188,25 @@ class Engine(Generic[R]):
         await _admin.discard(self._storage, letter_id)
 
     async def run_due(self) -> datetime | None:
-        """Run every alarm due now (bounded concurrency); returns the next alarm time."""
-        semaphore = asyncio.Semaphore(self._concurrency)
+        """
+        Claim and run everything due now, to the end; returns the next alarm time.
 
-        async def run(key: InstanceKey) -> None:
-            async with semaphore:
-                await self._run_alarm(key)
-
-        while True:
-            now = self._clock.now()
-            keys = await self._storage.claim_due(now, limit=self._concurrency, lease=self._lease)
-            if not keys:
-                break
-            async with asyncio.TaskGroup() as group:
-                for key in keys:
-                    group.create_task(run(key))
-        return await self._storage.next_alarm_at()
-
-    async def _run_alarm(self, key: InstanceKey) -> None:
-        job = self._jobs.get(key.job)
-        if job is None or job.kind is not key.kind:
-            logger.warning("alarm for %s:%s:%s, which is not registered", key.kind, key.job, key.id)
-            return
-        try:
-            await job.on_alarm(key)
-        except Exception:
-            # the claim's lease expires and the alarm runs again; other instances go on
-            logger.exception("alarm of %s:%s:%s failed", key.kind.value, key.job, key.id)
+        `TestClock.advance` calls this at every step; a test may call it directly too.
+        """
+        return await self._worker.run_due()
 
     def _wake(self, at: datetime) -> None:
-        if self._known_next is None or at < self._known_next:
-            self._known_next = at
+        self._worker.keeper.poke()
+        # only an alarm before the worker's planned look (or one while it looks) wakes it
+        planned = self._worker.sleeping_until
+        if self._wake_event is not None and (planned is None or at < planned):
             self._wake_event.set()
 
     async def __aenter__(self) -> Self:
-        """Start the worker (the alarm loop) in the background."""
+        """Start the worker in the background."""
         self._stopping = False
-        self._worker = asyncio.create_task(self._loop(), name="durable-jobs-worker")
+        self._wake_event = asyncio.Event()
+        self._serving = asyncio.create_task(self._serve(), name="durable-jobs-worker")
         return self
 
     async def __aexit__(
@@ -221,23 +215,43 @@ class Engine(Generic[R]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        """Stop the worker after in-flight alarms finish."""
+        """Stop the worker after the runs in flight finish."""
         await self.stop()
 
     async def stop(self) -> None:
-        """Stop the worker gracefully: in-flight alarms complete, nothing is lost."""
+        """
+        Stop the worker gracefully: claim nothing more, let the runs in flight finish.
+
+        Cancelling the task that awaits `stop` cancels the async runs instead and gives their
+        instances back at once (a sync callback cannot be stopped: its instance stays held
+        until it returns and its result is refused).
+        """
         self._stopping = True
-        self._wake_event.set()
-        worker, self._worker = self._worker, None
-        if worker is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await worker
+        if self._wake_event is not None:
+            self._wake_event.set()
+        serving, self._serving = self._serving, None
+        try:
+            if serving is not None:
+                # cancelling this task cancels `serving` too (it is awaited): the worker
+                # then gives its async runs up; our own cancellation must come out again
+                with contextlib.suppress(asyncio.CancelledError):
+                    await serving
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise asyncio.CancelledError
+        finally:
+            await self._worker.close()
+
+    @property
+    def serving(self) -> "asyncio.Task[None] | None":
+        """The background worker task while `async with engine:` runs (None otherwise)."""
+        return self._serving
 
     def _should_stop(self) -> bool:
         return self._stopping
 
-    async def _watch(self) -> None:
-        # other processes (clients, workers) may set earlier alarms: look again when they write
+    async def _watch(self, wake: asyncio.Event) -> None:
+        # other processes (clients, workers) may set earlier alarms or revoke leases
         while True:
             try:
                 await self._storage.wait_for_change()
@@ -245,71 +259,20 @@ class Engine(Generic[R]):
                 logger.exception("watching storage for changes failed; retrying shortly")
                 await asyncio.sleep(1)
                 continue
-            self._wake_event.set()
+            wake.set()
+            self._worker.keeper.poke()
 
-    async def _loop(self) -> None:
-        watcher = asyncio.create_task(self._watch(), name="durable-jobs-watch")
+    async def _serve(self) -> None:
+        wake = self._wake_event
+        if wake is None:  # pragma: no cover - set by __aenter__
+            return
+        watcher = asyncio.create_task(self._watch(wake), name="durable-jobs-watch")
         try:
-            await self._serve()
+            await self._worker.serve(wake, self._should_stop, self._lease / 2)
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
-
-    async def _serve(self) -> None:
-        # a slot frees as soon as its alarm ends: a slow alarm never holds back the others
-        running: set[asyncio.Task[None]] = set()
-
-        def finished(task: asyncio.Task[None]) -> None:
-            running.discard(task)
-            self._wake_event.set()
-
-        blocked = 0  # looks in a row that found a due alarm nobody could claim
-        try:
-            while not self._stopping:
-                self._wake_event.clear()
-                self._known_next = None
-                try:
-                    next_at = await self._claim_into(running, finished)
-                except Exception:
-                    logger.exception("worker iteration failed; retrying shortly")
-                    next_at = self._clock.now() + timedelta(seconds=1)
-                if self._should_stop():  # stop() may have run while we awaited
-                    break
-                now = self._clock.now()
-                if next_at is not None and next_at <= now:
-                    # never busy-wait: an alarm that is due but not claimable (its instance is
-                    # busy in another worker) is looked at again after a growing pause; a
-                    # storage change or a finished alarm still wakes the loop at once
-                    blocked += 1
-                    next_at = now + min(_MIN_IDLE * 2 ** min(blocked - 1, 16), _MAX_IDLE)
-                else:
-                    blocked = 0
-                self._known_next = next_at
-                await self._clock.sleep_until(next_at, self._wake_event)
-        finally:
-            # graceful: in-flight alarms finish (a cancelled worker cancels them instead,
-            # and their leases expire so another worker runs them again)
-            if running:
-                await asyncio.gather(*running, return_exceptions=True)
-
-    async def _claim_into(
-        self,
-        running: set[asyncio.Task[None]],
-        finished: Callable[[asyncio.Task[None]], None],
-    ) -> datetime | None:
-        """Start due alarms in free slots; the time to look again (None: only when woken)."""
-        while True:
-            free = self._concurrency - len(running)
-            if free <= 0:
-                return None  # a finishing alarm wakes the loop
-            keys = await self._storage.claim_due(self._clock.now(), limit=free, lease=self._lease)
-            for key in keys:
-                task = asyncio.create_task(self._run_alarm(key), name=f"alarm {key.job}:{key.id}")
-                running.add(task)
-                task.add_done_callback(finished)
-            if len(keys) < free:
-                return await self._storage.next_alarm_at()
 
 
 def _register_all(

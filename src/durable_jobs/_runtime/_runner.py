@@ -2,13 +2,15 @@
 The one execution runner (the seeds' `JobExecution`).
 
 Every execution of user code that can fail with `E` goes through `run_execution`: it runs
-the callback (sync or async), interprets what happened, applies the generic part of the
-outcome to the instance's record inside the caller's transaction, and returns a typed
-`Outcome`. This is the only module that decides about retries: whether to retry, with which
-delay and jitter, when attempts or time are exhausted, and what a defect does. The per-kind
-handlers only build contexts and apply their kind's continuation to the outcome.
+the callback (sync ones in the thread pool, async ones on the loop), interprets what
+happened, runs `on_error` when a failure is final, and returns a `RunResult`: the typed
+`Outcome` plus the record changes and the dead letter the outcome calls for. It holds no
+transaction and writes nothing: the handler applies the result in the run's one fenced
+write (its finish). This is the only module that decides about retries: whether to retry,
+with which delay and jitter, when attempts or time are exhausted, and what a defect does.
 """
 
+import enum
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable
@@ -31,8 +33,9 @@ from .._observe import EventType, JobEvent
 from .._result import Err, Ok, Result
 from .._retry import MAX_DELAY, Backoff, Retry
 from .._serde import encode
-from .._storage._interface import DeadLetter, InstanceRecord, InstanceStatus, InstanceTransaction
+from .._storage._interface import DeadLetter, InstanceKey, InstanceRecord, InstanceStatus
 from .._types import JsonValue
+from ._invoke import Call, RunHandle, bind
 from ._services import Services
 
 
@@ -44,7 +47,7 @@ X = TypeVar("X")
 
 @attrs.frozen(kw_only=True)
 class Succeeded:
-    """`execute` returned `Ok`: state changes were committed and the attempt counter reset."""
+    """`execute` returned `Ok`: its state changes are committed and the attempt counter reset."""
 
     attempt: int
 
@@ -73,7 +76,7 @@ class FailedFinally:
 
 @attrs.frozen(kw_only=True)
 class Terminated:
-    """User code called `ctx.terminate()`: the instance was purged."""
+    """User code called `ctx.terminate()`: the kind drops the instance (or the event, a batch)."""
 
     reason: str | None
 
@@ -91,6 +94,74 @@ Outcome: TypeAlias = Succeeded | RetryScheduled | FailedFinally | Terminated | D
 """What one execution came to."""
 
 
+class Keep(enum.Enum):
+    """The state is left as it is stored (a single-member sentinel)."""
+
+    KEEP = "keep"
+
+
+@attrs.frozen(kw_only=True)
+class Attempts:
+    """Where a retry sequence stands: the next attempt, since when it retries, defects so far."""
+
+    attempt: int = 1
+    retry_started_at: datetime | None = None
+    defects: int = 0
+
+    @classmethod
+    def of(cls, record: InstanceRecord) -> "Attempts":
+        """The bookkeeping stored in a record."""
+        return cls(
+            attempt=record.attempt,
+            retry_started_at=record.retry_started_at,
+            defects=record.defects,
+        )
+
+
+@attrs.frozen(kw_only=True)
+class RunResult:
+    """
+    What a run comes to, ready for its one fenced write.
+
+    `attempts` and `last_error` are the bookkeeping to store; `alarm_at` is set when the
+    run itself must run again (a retry, a defect retry, an `on_error` reschedule) and None
+    when the kind decides what comes next; `state` is the state to commit, or `Keep.KEEP`.
+    `events` are emitted once the write committed.
+    """
+
+    outcome: Outcome
+    attempts: Attempts
+    last_error: str | None
+    alarm_at: datetime | None
+    parked: bool
+    state: JsonValue | Keep
+    letters: tuple[DeadLetter, ...]
+    events: tuple[JobEvent, ...]
+    ended_at: datetime
+
+    @property
+    def is_done(self) -> bool:
+        """Whether the work is finished with (nothing of it runs again unless a client asks)."""
+        return self.alarm_at is None and not self.parked
+
+    def applied_to(self, record: InstanceRecord) -> InstanceRecord:
+        """`record` with this run's bookkeeping and state (the kind sets the alarm after)."""
+        updated = attrs.evolve(
+            record,
+            attempt=self.attempts.attempt,
+            retry_started_at=self.attempts.retry_started_at,
+            defects=self.attempts.defects,
+            last_error=self.last_error,
+            alarm_at=self.alarm_at,
+            updated_at=self.ended_at,
+        )
+        if not isinstance(self.state, Keep):
+            updated = attrs.evolve(updated, state=self.state)
+        if self.parked:
+            updated = attrs.evolve(updated, status=InstanceStatus.FAILED, alarm_at=None)
+        return updated
+
+
 @attrs.frozen(kw_only=True)
 class Execution(Generic[E, R, X, S]):
     """
@@ -104,19 +175,30 @@ class Execution(Generic[E, R, X, S]):
     """
 
     info: ExecutionInfo
+    key: InstanceKey
     deps: R
-    call: Callable[[], Result[None, E] | Awaitable[Result[None, E]]]
+    call: Call[Result[None, E]]
     """`execute` bound to its context."""
     retry: Retry[E] | None
     on_error: Callable[[E, ErrorContext[X, R]], None | Awaitable[None]] | None
     error_state: X
-    """The state as it was before this attempt: what `on_error` and dead letters see."""
+    """The state as it was before this attempt: what `on_error` sees."""
+    attempts: Attempts
+    """The bookkeeping as the run found it."""
     state: StateCell[S] | None = None
-    """The cell user code changes; committed to the record on success."""
+    """The cell user code changes; committed on success."""
+    letter_state: JsonValue = None
+    """What a dead letter keeps as the state (the stored state before this attempt)."""
+    letter_meta: JsonValue = None
+    """What a dead letter keeps as the kind's bookkeeping (so `resume` can rebuild the work)."""
     event: JsonValue = None
     """The event being processed (worker pools): kept in dead letters."""
+    event_id: str | None = None
+    """The id of that event, named in the events the run emits."""
     park_on_defect: bool = True
-    """Park the instance when the defect policy runs out (False: give up on this event)."""
+    """Park the instance when the defect policy runs out (False: give up on this work)."""
+    after_success: Callable[[], Awaitable[None]] | None = None
+    """Part of the execution after `Ok` (a task's `on_idle`): raising is a defect."""
     after_final_failure: Callable[[], Awaitable[None]] | None = None
     """
     The kind's follow-up to a final failure that `on_error` did not reschedule (a task's
@@ -125,105 +207,75 @@ class Execution(Generic[E, R, X, S]):
 
 
 async def run_execution(
-    services: Services,
-    tx: InstanceTransaction,
-    record: InstanceRecord,
-    execution: Execution[E, R, X, S],
-) -> Outcome:
+    services: Services, execution: Execution[E, R, X, S], run: RunHandle | None
+) -> RunResult:
     """
-    Run one execution and apply the generic part of its outcome to `tx`.
+    Run one execution; return what its finish must write. Writes nothing itself.
 
-    On return the record in `tx` holds the committed state, the attempt bookkeeping, the
-    retry or defect alarm, and the dead letter if one was written; a terminated instance is
-    purged. The caller applies its kind's continuation (next run, purge, idle, next event).
+    Raises `LeaseLostError` when the run's lease is lost on the way (the result must not be
+    applied), and lets cancellation through.
     """
-    info = execution.info
-    now = info.now
+    steps = _Steps(services, execution, run)
     try:
-        outcome = execution.call()
-        result = outcome if isinstance(outcome, Ok | Err) else await outcome
+        returned = await services.invoker.invoke(execution.call, run)
+        result = returned if isinstance(returned, Ok | Err) else await returned
+        if isinstance(result, Ok) and execution.after_success is not None:
+            await execution.after_success()
     except TerminateSignal as signal:
-        return _terminate(services, tx, record, info, signal.reason)
+        return steps.terminated(signal.reason)
     except Exception as exc:  # a defect: never an E, never given to should_retry/on_error
-        return await _defect(services, tx, record, execution, exc)
+        if run is not None:
+            run.check()
+        return steps.defect(exc)
+    if run is not None:
+        run.check()
 
     if isinstance(result, Ok):
-        saved = attrs.evolve(
-            record,
-            state=encode(execution.state.value)
-            if execution.state is not None and execution.state.changed
-            else record.state,
-            attempt=1,
-            retry_started_at=None,
-            defects=0,
-            last_error=None,
-            updated_at=now,
-        )
-        tx.save(saved)
-        _emit(services, record, "job.executed", attempt=info.attempt)
-        return Succeeded(attempt=info.attempt)
-
+        return steps.succeeded()
     error = result.error
     try:
-        decision = _decide(execution.retry, error, info.attempt, record, now, services.random)
+        decision = await _decide(services, execution, error, run)
     except Exception as exc:  # should_retry or a retry-after callable raised
-        return await _defect(services, tx, record, execution, exc)
-    error_text = describe_error(error)
+        return steps.defect(exc)
     if isinstance(decision, timedelta):
-        retry_at = now + decision
-        tx.save(
-            attrs.evolve(
-                record,
-                attempt=info.attempt + 1,
-                retry_started_at=record.retry_started_at or now,
-                alarm_at=retry_at,
-                last_error=error_text,
-                updated_at=now,
-            )
-        )
-        _emit(
-            services,
-            record,
-            "job.failed",
-            attempt=info.attempt,
-            error=error_text,
-            will_retry=True,
-            retry_at=retry_at,
-        )
-        services.wake(retry_at)
-        return RetryScheduled(attempt=info.attempt, retry_at=retry_at, error=error_text)
-    return await _fail_finally(services, tx, record, execution, error, error_text, decision)
+        return steps.retry(error, decision)
+    return await steps.fail_finally(error, decision)
 
 
-def _decide(
-    retry: Retry[E] | None,
-    error: E,
-    attempt: int,
-    record: InstanceRecord,
-    now: datetime,
-    random: Callable[[], float],
+async def _decide(
+    services: Services, execution: Execution[E, R, X, S], error: E, run: RunHandle | None
 ) -> timedelta | FailureReason:
-    """The retry decision (SPEC §5): a delay to retry after, or why the failure is final."""
+    """The retry decision: a delay to retry after, or why the failure is final."""
+    retry = execution.retry
     if retry is None:
         return "no_retry"
-    if retry.should_retry is not None and not retry.should_retry(error):
+    should_retry = retry.should_retry
+    if should_retry is not None and not await services.invoker.value(
+        lambda: should_retry(error), run
+    ):
         return "not_retryable"
+    attempt = execution.info.attempt
     if attempt >= retry.max_attempts:
         return "max_attempts"
-    started = record.retry_started_at or now
+    now = services.clock.now()
+    started = execution.attempts.retry_started_at or execution.info.now
     limit = retry.max_duration_delta
     if limit is not None and now - started >= limit:
         return "max_duration"
-    return _jittered(_base_delay(retry, error, attempt), retry.jitter_fraction, random)
+    delay = await _base_delay(services, retry, error, attempt, run)
+    return _jittered(delay, retry.jitter_fraction, services.random)
 
 
-def _base_delay(retry: Retry[E], error: E, attempt: int) -> timedelta:
+async def _base_delay(
+    services: Services, retry: Retry[E], error: E, attempt: int, run: RunHandle | None
+) -> timedelta:
     """The delay before jitter, capped at `MAX_DELAY` like every `Backoff` shape."""
     delay = retry.delay
     if isinstance(delay, Backoff):
         return delay.delay_for(attempt)
     if callable(delay):
-        return to_capped_timedelta(delay(error, attempt), cap=MAX_DELAY, field="retry.delay")
+        computed = await services.invoker.value(lambda: delay(error, attempt), run)
+        return to_capped_timedelta(computed, cap=MAX_DELAY, field="retry.delay")
     return to_capped_timedelta(delay, cap=MAX_DELAY, field="retry.delay")
 
 
@@ -233,213 +285,218 @@ def _jittered(delay: timedelta, fraction: float, random: Callable[[], float]) ->
     return delay * (1 + fraction * (2 * random() - 1))
 
 
-async def _fail_finally(
-    services: Services,
-    tx: InstanceTransaction,
-    record: InstanceRecord,
-    execution: Execution[E, R, X, S],
-    error: E,
-    error_text: str,
-    reason: FailureReason,
-) -> Outcome:
-    info = execution.info
-    now = info.now
-    if reason in ("max_attempts", "max_duration"):
-        _emit(
-            services,
-            record,
-            "job.retry_exhausted",
-            attempt=info.attempt,
-            error=error_text,
-            reason=reason,
+class _Steps(Generic[E, R, X, S]):
+    """Builds the `RunResult` of each row of the outcome table (one execution)."""
+
+    def __init__(
+        self, services: Services, execution: Execution[E, R, X, S], run: RunHandle | None
+    ) -> None:
+        self._services = services
+        self._execution = execution
+        self._run = run
+        self._events: list[JobEvent] = []
+
+    def succeeded(self) -> RunResult:
+        execution = self._execution
+        cell = execution.state
+        state: JsonValue | Keep = (
+            encode(cell.value) if cell is not None and cell.changed else Keep.KEEP
         )
-    else:
-        _emit(
-            services,
-            record,
-            "job.failed",
-            attempt=info.attempt,
-            error=error_text,
-            will_retry=False,
-            reason=reason,
+        self._emit("job.executed")
+        return self._result(Succeeded(attempt=execution.info.attempt), Attempts(), state=state)
+
+    def retry(self, error: E, delay: timedelta) -> RunResult:
+        execution = self._execution
+        ended = self._services.clock.now()
+        retry_at = ended + delay  # counted from the end of the failed attempt
+        text = describe_error(error)
+        self._emit("job.failed", error=text, will_retry=True, retry_at=retry_at)
+        attempts = Attempts(
+            attempt=execution.info.attempt + 1,
+            retry_started_at=execution.attempts.retry_started_at or execution.info.now,
+            defects=execution.attempts.defects,
         )
-    reset = attrs.evolve(
-        record,
-        attempt=1,
-        retry_started_at=None,
-        defects=0,
-        last_error=error_text,
-        updated_at=now,
-    )
-    if execution.on_error is None:
-        tx.save(attrs.evolve(reset, alarm_at=None))
-        _dead_letter(services, tx, record, execution, error_text, reason, info.attempt)
-        followed = await _follow_up(services, tx, reset, execution)
-        if followed is not None:
-            return followed
-        return FailedFinally(
+        return self._result(
+            RetryScheduled(attempt=execution.info.attempt, retry_at=retry_at, error=text),
+            attempts,
+            last_error=text,
+            alarm_at=retry_at,
+        )
+
+    async def fail_finally(self, error: E, reason: FailureReason) -> RunResult:
+        execution = self._execution
+        info = execution.info
+        text = describe_error(error)
+        if reason in ("max_attempts", "max_duration"):
+            self._emit("job.retry_exhausted", error=text, reason=reason)
+        else:
+            self._emit("job.failed", error=text, will_retry=False, reason=reason)
+        if execution.on_error is None:
+            letter = self._letter(text, reason, info.attempt)
+            followed = await self._follow_up(letter)
+            if followed is not None:
+                return followed
+            outcome = FailedFinally(
+                attempts=info.attempt,
+                reason=reason,
+                error=text,
+                rescheduled_at=None,
+                dead_lettered=True,
+            )
+            return self._result(outcome, Attempts(), last_error=text, letters=(letter,))
+        on_error = execution.on_error
+        reschedule = ScheduleCell(None)
+        # `ctx.now` is when on_error starts: a reschedule counts from the failed attempt's end
+        handling = attrs.evolve(info, now=self._services.clock.now())
+        context = ErrorContext(
+            handling, execution.deps, execution.error_state, info.attempt, reason, reschedule
+        )
+        try:
+            handled = await self._services.invoker.invoke(
+                bind(on_error, lambda: on_error(error, context)), self._run
+            )
+            if handled is not None:
+                await handled
+        except TerminateSignal as signal:
+            return self.terminated(signal.reason)
+        except Exception as exc:  # on_error raised: a defect of the instance, parked at once
+            if self._run is not None:
+                self._run.check()
+            return self._park(_describe_exception(exc), Attempts())
+        if self._run is not None:
+            self._run.check()
+        if reschedule.at is None:
+            followed = await self._follow_up(None)
+            if followed is not None:
+                return followed
+        outcome = FailedFinally(
             attempts=info.attempt,
             reason=reason,
-            error=error_text,
-            rescheduled_at=None,
-            dead_lettered=True,
+            error=text,
+            rescheduled_at=reschedule.at,
+            dead_lettered=False,
         )
-    reschedule = ScheduleCell(None)
-    context = ErrorContext(
-        info, execution.deps, execution.error_state, info.attempt, reason, reschedule
-    )
-    try:
-        handled = execution.on_error(error, context)
-        if handled is not None:
-            await handled
-    except TerminateSignal as signal:
-        return _terminate(services, tx, record, info, signal.reason)
-    except Exception as exc:  # on_error raised: a defect of the instance, parked at once
-        return _park(services, tx, reset, execution, _describe_exception(exc))
-    tx.save(attrs.evolve(reset, alarm_at=reschedule.at))
-    if reschedule.at is not None:
-        services.wake(reschedule.at)
-    else:
-        followed = await _follow_up(services, tx, reset, execution)
-        if followed is not None:
-            return followed
-    return FailedFinally(
-        attempts=info.attempt,
-        reason=reason,
-        error=error_text,
-        rescheduled_at=reschedule.at,
-        dead_lettered=False,
-    )
+        return self._result(outcome, Attempts(), last_error=text, alarm_at=reschedule.at)
 
-
-async def _follow_up(
-    services: Services,
-    tx: InstanceTransaction,
-    reset: InstanceRecord,
-    execution: Execution[E, R, X, S],
-) -> Outcome | None:
-    """Run `after_final_failure`; an outcome only when it terminated or raised."""
-    follow = execution.after_final_failure
-    if follow is None:
+    async def _follow_up(self, letter: DeadLetter | None) -> RunResult | None:
+        """Run `after_final_failure`; a result only when it terminated or raised."""
+        follow = self._execution.after_final_failure
+        if follow is None:
+            return None
+        try:
+            await follow()
+        except TerminateSignal as signal:
+            return self.terminated(signal.reason, letter)
+        except Exception as exc:  # like on_error raising: a defect of the instance, parked
+            if self._run is not None:
+                self._run.check()
+            return self._park(_describe_exception(exc), Attempts(), earlier=letter)
+        if self._run is not None:
+            self._run.check()
         return None
-    try:
-        await follow()
-    except TerminateSignal as signal:
-        return _terminate(services, tx, reset, execution.info, signal.reason)
-    except Exception as exc:  # like on_error raising: a defect of the instance, parked
-        return _park(services, tx, reset, execution, _describe_exception(exc))
-    return None
 
+    def terminated(self, reason: str | None, letter: DeadLetter | None = None) -> RunResult:
+        if self._run is not None:
+            self._run.check()
+        self._emit("job.terminated", reason=reason)
+        letters = () if letter is None else (letter,)
+        return self._result(Terminated(reason=reason), Attempts(), letters=letters)
 
-def _terminate(
-    services: Services,
-    tx: InstanceTransaction,
-    record: InstanceRecord,
-    info: ExecutionInfo,
-    reason: str | None,
-) -> Outcome:
-    tx.purge()
-    _emit(services, record, "job.terminated", attempt=info.attempt, reason=reason)
-    return Terminated(reason=reason)
-
-
-async def _defect(
-    services: Services,
-    tx: InstanceTransaction,
-    record: InstanceRecord,
-    execution: Execution[E, R, X, S],
-    exc: Exception,
-) -> Outcome:
-    """A raised exception: retry the alarm with the defect policy, then park."""
-    error_text = _describe_exception(exc)
-    policy = services.defect_policy
-    defects = record.defects + 1
-    now = execution.info.now
-    if defects <= policy.max_retries:
-        retry_at = now + policy.backoff.delay_for(defects)
-        tx.save(
-            attrs.evolve(
-                record, defects=defects, alarm_at=retry_at, last_error=error_text, updated_at=now
+    def defect(self, exc: Exception) -> RunResult:
+        execution = self._execution
+        text = _describe_exception(exc)
+        policy = self._services.defect_policy
+        defects = execution.attempts.defects + 1
+        kept = attrs.evolve(execution.attempts, defects=defects)
+        if defects <= policy.max_retries:
+            retry_at = self._services.clock.now() + policy.backoff.delay_for(defects)
+            self._emit("job.failed", error=text, will_retry=True, retry_at=retry_at, defect=True)
+            return self._result(
+                Defect(error=text, retry_at=retry_at, parked=False),
+                kept,
+                last_error=text,
+                alarm_at=retry_at,
             )
-        )
-        _emit(
-            services,
-            record,
-            "job.failed",
-            attempt=execution.info.attempt,
-            error=error_text,
-            will_retry=True,
-            retry_at=retry_at,
-            defect=True,
-        )
-        services.wake(retry_at)
-        return Defect(error=error_text, retry_at=retry_at, parked=False)
-    _emit(
-        services,
-        record,
-        "job.failed",
-        attempt=execution.info.attempt,
-        error=error_text,
-        will_retry=False,
-        defect=True,
-    )
-    return _park(services, tx, attrs.evolve(record, defects=defects), execution, error_text)
+        self._emit("job.failed", error=text, will_retry=False, defect=True)
+        return self._park(text, kept)
 
+    def _park(self, text: str, attempts: Attempts, earlier: DeadLetter | None = None) -> RunResult:
+        """Out of options: park the instance (or give up on the work) with a dead letter."""
+        execution = self._execution
+        letter = self._letter(text, "defect", execution.info.attempt)
+        letters = (letter,) if earlier is None else (earlier, letter)
+        parked = execution.park_on_defect
+        outcome = Defect(error=text, retry_at=None, parked=parked)
+        if not parked:
+            attempts = Attempts()
+        return self._result(outcome, attempts, last_error=text, letters=letters, parked=parked)
 
-def _park(
-    services: Services,
-    tx: InstanceTransaction,
-    record: InstanceRecord,
-    execution: Execution[E, R, X, S],
-    error_text: str,
-) -> Outcome:
-    now = execution.info.now
-    if execution.park_on_defect:
-        tx.save(
-            attrs.evolve(
-                record,
-                status=InstanceStatus.FAILED,
-                alarm_at=None,
-                last_error=error_text,
-                updated_at=now,
-            )
-        )
-    else:
-        tx.save(attrs.evolve(record, defects=0, last_error=error_text, updated_at=now))
-    _dead_letter(services, tx, record, execution, error_text, "defect", execution.info.attempt)
-    return Defect(error=error_text, retry_at=None, parked=execution.park_on_defect)
-
-
-def _dead_letter(
-    services: Services,
-    tx: InstanceTransaction,
-    record: InstanceRecord,
-    execution: Execution[E, R, X, S],
-    error_text: str,
-    reason: str,
-    attempts: int,
-) -> None:
-    tx.add_dead_letter(
-        DeadLetter(
+    def _letter(self, text: str, reason: str, attempts: int) -> DeadLetter:
+        execution = self._execution
+        letter = DeadLetter(
             id=uuid.uuid4().hex,
-            key=record.key,
-            state=record.state,
-            meta=record.meta,
+            key=execution.key,
+            state=execution.letter_state,
+            meta=execution.letter_meta,
             event=execution.event,
-            error=error_text,
+            error=text,
             reason=reason,
             attempts=attempts,
-            at=execution.info.now,
+            at=self._services.clock.now(),
         )
-    )
-    _emit(
-        services,
-        record,
-        "job.dead_lettered",
-        attempt=attempts,
-        error=error_text,
-        reason=reason,
-    )
+        self._emit("job.dead_lettered", error=text, reason=reason)
+        return letter
+
+    def _result(
+        self,
+        outcome: Outcome,
+        attempts: Attempts,
+        *,
+        last_error: str | None = None,
+        alarm_at: datetime | None = None,
+        state: JsonValue | Keep = Keep.KEEP,
+        letters: tuple[DeadLetter, ...] = (),
+        parked: bool = False,
+    ) -> RunResult:
+        return RunResult(
+            outcome=outcome,
+            attempts=attempts,
+            last_error=last_error,
+            alarm_at=alarm_at,
+            parked=parked,
+            state=state,
+            letters=letters,
+            events=tuple(self._events),
+            ended_at=self._services.clock.now(),
+        )
+
+    def _emit(
+        self,
+        type_: EventType,
+        *,
+        error: str | None = None,
+        will_retry: bool | None = None,
+        retry_at: datetime | None = None,
+        reason: str | None = None,
+        defect: bool = False,
+    ) -> None:
+        key = self._execution.key
+        self._events.append(
+            JobEvent(
+                type=type_,
+                kind=key.kind,
+                job=key.job,
+                id=key.id,
+                at=self._services.clock.now(),
+                attempt=self._execution.info.attempt,
+                error=error,
+                will_retry=will_retry,
+                retry_at=retry_at,
+                reason=reason,
+                defect=defect,
+                event_id=self._execution.event_id,
+            )
+        )
 
 
 def describe_error(error: object) -> str:
@@ -453,33 +510,3 @@ def describe_error(error: object) -> str:
 def _describe_exception(exc: BaseException) -> str:
     frames = traceback.format_exception(exc)
     return "".join(frames).rstrip()
-
-
-def _emit(
-    services: Services,
-    record: InstanceRecord,
-    type_: EventType,
-    *,
-    attempt: int | None = None,
-    error: str | None = None,
-    will_retry: bool | None = None,
-    retry_at: datetime | None = None,
-    reason: str | None = None,
-    defect: bool = False,
-) -> None:
-    key = record.key
-    services.events.emit(
-        JobEvent(
-            type=type_,
-            kind=key.kind,
-            job=key.job,
-            id=key.id,
-            at=services.clock.now(),
-            attempt=attempt,
-            error=error,
-            will_retry=will_retry,
-            retry_at=retry_at,
-            reason=reason,
-            defect=defect,
-        )
-    )

@@ -1,4 +1,4 @@
-"""What every handler shares: storage, clock, events, randomness and the defect policy."""
+"""What every handler shares: storage, clock, events, randomness, the defect policy, threads."""
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -8,7 +8,8 @@ import attrs
 from .._clock import Clock
 from .._observe import EventSink
 from .._retry import Backoff
-from .._storage._interface import InstanceKey, JobKind, Storage
+from .._storage._interface import Claim, InstanceKey, ItemClaim, JobKind, Storage
+from ._invoke import Invoker, RunHandle
 
 
 @attrs.frozen(kw_only=True)
@@ -33,16 +34,25 @@ class Services:
     events: EventSink
     random: Callable[[], float]
     defect_policy: DefectPolicy
+    invoker: Invoker
     wake: Callable[[datetime], None]
     """Tell a local worker that an alarm at this time exists (it may be earlier than it knows)."""
 
 
 @attrs.frozen(kw_only=True)
 class RegisteredJob:
-    """A definition after registration: `I, S, E` erased, closures keep them (internal)."""
+    """
+    A definition after registration: `I, S, E` erased, closures keep them (internal).
+
+    A worker hands it the work it claimed: an instance (`run_claim`) or, for a worker pool,
+    one event (`run_item`; `pool` and `concurrency` say which pool and how wide it is).
+    """
 
     name: str
     kind: JobKind
     definition: object
     """The user's definition object, so a client can check it is the registered one."""
-    on_alarm: Callable[[InstanceKey], Awaitable[None]]
+    run_claim: Callable[[Claim, RunHandle], Awaitable[None]] | None = None
+    run_item: Callable[[ItemClaim, RunHandle], Awaitable[None]] | None = None
+    pool: InstanceKey | None = None
+    concurrency: int = 0

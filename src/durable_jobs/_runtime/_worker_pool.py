@@ -1,42 +1,38 @@
-"""The WorkerPool handler: N partitions, each draining its queue one event at a time."""
+"""
+The WorkerPool handler: a durable queue whose events run at most `concurrency` at a time.
 
-import itertools
-import json
+Every event is a queue item of the pool's one instance, with its own lease and retry
+bookkeeping. `concurrency` bounds the events of the pool that hold a live lease, across
+every worker process (the storage counts them in the claim). An event with a
+`partition_key` runs only when no earlier event of that key is still queued: one key, one
+event at a time, strict FIFO, and an event waiting for its retry holds its key.
+"""
+
 import uuid
-import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Generic
 
 import attrs
 from typing_extensions import TypeVar
 
-from .._contexts import (
-    ErrorContext,
-    ExecutionInfo,
-    ScheduleCell,
-    TerminateSignal,
-    WorkerPoolContext,
-)
+from .._contexts import WorkerPoolContext
+from .._errors import ValidationError
 from .._observe import JobEvent
 from .._serde import decode, encode
 from .._storage._interface import (
     InstanceKey,
     InstanceRecord,
     InstanceStatus,
-    InstanceTransaction,
+    ItemClaim,
+    ItemFinish,
+    ItemRetry,
     JobKind,
     QueueItem,
 )
-from .._types import JsonValue
-from ._common import execution_info, key_of, new_record, require_instance
-from ._results import (
-    CancelResult,
-    EnqueueResult,
-    PartitionStatus,
-    PartitionStatusName,
-    PoolStatus,
-)
-from ._runner import Defect, Execution, FailedFinally, Outcome, Succeeded, run_execution
+from ._common import emit_all, execution_info, new_record, require_instance
+from ._invoke import RunHandle, bind
+from ._results import CancelResult, EnqueueResult, PoolStatus
+from ._runner import Attempts, Execution, Succeeded, run_execution
 from ._services import Services
 
 
@@ -48,53 +44,25 @@ S = TypeVar("S")
 E = TypeVar("E")
 R = TypeVar("R")
 
-_BATCH = 100
-"""Events one alarm claim may process back to back before yielding to other instances."""
+POOL_ID = "pool"
+"""The id of a worker pool's one instance (pools have no user ids)."""
 
 
-@attrs.frozen(kw_only=True)
-class InFlight:
-    """
-    The event a partition has started and not finished (a retry or a defect retry is pending).
-
-    The partition is blocked behind it: its next run is this event's next attempt, even when
-    an event of higher priority arrived meanwhile (the attempt counter belongs to it).
-    """
-
-    event_id: str
-    event: str
-    """The event as JSON text."""
-    priority: int = 0
-    partition_key: str | None = None
-
-    @classmethod
-    def of(cls, item: QueueItem) -> "InFlight":
-        """The in-flight record of a queued item."""
-        return cls(
-            event_id=item.event_id,
-            event=json.dumps(item.event, separators=(",", ":")),
-            priority=item.priority,
-            partition_key=item.partition_key,
-        )
-
-    def event_json(self) -> JsonValue:
-        """The event as a JSON value."""
-        value: JsonValue = json.loads(self.event)
-        return value
+def pool_key(name: str) -> InstanceKey:
+    """The instance key of the pool named `name`."""
+    return InstanceKey(JobKind.WORKER_POOL, name, POOL_ID)
 
 
-@attrs.frozen(kw_only=True)
-class PoolMeta:
-    """A partition's bookkeeping, stored in the record's `meta`."""
-
-    processed: int = 0
-    current: InFlight | None = None
-    """The event whose retry is pending, if any: it runs before anything else."""
+def _require_integer(field: str, value: object) -> None:
+    """Runtime guard for untyped callers: an int, and not a bool."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(field, f"expected an integer, got {value!r}")
 
 
-def partition_of(partition_key: str, concurrency: int) -> int:
-    """The stable partition of a key: same key, same partition, in every process."""
-    return zlib.crc32(partition_key.encode()) % concurrency
+def _processed(record: InstanceRecord | None) -> int:
+    meta = None if record is None else record.meta
+    count = meta.get("processed", 0) if isinstance(meta, dict) else 0
+    return count if isinstance(count, int) else 0
 
 
 class WorkerPoolHandler(Generic[I, S, E, R]):
@@ -105,23 +73,34 @@ class WorkerPoolHandler(Generic[I, S, E, R]):
         I, S, E, R: those of the `WorkerPool` definition.
     """
 
-    __slots__ = ("_deps", "_job", "_round_robin", "_services")
+    __slots__ = ("_job", "_key", "_services")
 
-    def __init__(
-        self,
-        job: "WorkerPool[I, S, E, R]",
-        deps: R,
-        services: Services,
-        round_robin: "itertools.count[int] | None" = None,
-    ) -> None:
+    def __init__(self, job: "WorkerPool[I, S, E, R]", services: Services) -> None:
         self._job = job
-        self._deps = deps
         self._services = services
-        self._round_robin = round_robin if round_robin is not None else itertools.count()
+        self._key = pool_key(job.name)
 
-    def key(self, partition: int) -> InstanceKey:
-        """The instance key of one partition."""
-        return key_of(JobKind.WORKER_POOL, self._job.name, str(partition))
+    @property
+    def key(self) -> InstanceKey:
+        """The pool's instance key."""
+        return self._key
+
+    def _item(
+        self, event: I, partition_key: str | None, priority: int, event_id: str | None
+    ) -> QueueItem:
+        require_instance("event", event, self._job.event)
+        _require_integer("priority", priority)
+        if partition_key is not None:
+            require_instance("partition_key", partition_key, str)
+        if event_id is not None:
+            require_instance("event_id", event_id, str)
+        return QueueItem(
+            event_id=event_id if event_id is not None else uuid.uuid4().hex,
+            event=encode(event),
+            priority=priority,
+            partition_key=partition_key,
+            enqueued_at=self._services.clock.now(),
+        )
 
     async def enqueue(
         self,
@@ -131,301 +110,139 @@ class WorkerPoolHandler(Generic[I, S, E, R]):
         priority: int = 0,
         event_id: str | None = None,
     ) -> EnqueueResult:
-        """
-        Queue `event` on its partition and wake it.
+        """Queue `event` (a repeated `event_id` is acknowledged, not queued again)."""
+        (result,) = await self._push([self._item(event, partition_key, priority, event_id)])
+        return result
 
-        Routing: by `partition_key` when given (stable hash), else by the caller's `event_id`
-        when given (stable hash, so a repeated id is always detected as a duplicate), else
-        round-robin.
-        """
-        job = self._job
-        require_instance("event", event, job.event)
-        require_instance("priority", priority, int)
-        if partition_key is not None:
-            require_instance("partition_key", partition_key, str)
-            partition = partition_of(partition_key, job.concurrency)
-        elif event_id is not None:
-            # a caller's id routes by its hash, so a repeat lands on the partition that
-            # remembers it and is recognised as a duplicate in one atomic operation
-            require_instance("event_id", event_id, str)
-            partition = partition_of(event_id, job.concurrency)
-        else:
-            partition = next(self._round_robin) % job.concurrency
-        event_id = event_id if event_id is not None else uuid.uuid4().hex
-        services = self._services
-        key = self.key(partition)
-        async with services.storage.instance(key) as tx:
-            now = services.clock.now()
-            if await tx.has_seen(event_id):
-                return EnqueueResult(event_id=event_id, partition=partition, duplicate=True)
-            tx.queue_push(
-                QueueItem(
-                    event_id=event_id,
-                    event=encode(event),
-                    priority=priority,
-                    partition_key=partition_key,
-                    enqueued_at=now,
-                )
-            )
-            tx.remember(event_id, now)
-            record = tx.record or attrs.evolve(new_record(key, now), meta=encode(PoolMeta()))
-            if record.status is InstanceStatus.ACTIVE and record.alarm_at is None:
-                record = attrs.evolve(record, alarm_at=now)
-                services.wake(now)
-            tx.save(attrs.evolve(record, updated_at=now))
-            services.events.emit(
-                JobEvent(
-                    type="pool.enqueued",
-                    kind=key.kind,
-                    job=key.job,
-                    id=key.id,
-                    at=now,
-                    event_id=event_id,
-                )
-            )
-            return EnqueueResult(event_id=event_id, partition=partition)
+    async def enqueue_many(
+        self, events: Sequence[I], *, partition_key: str | None, priority: int
+    ) -> tuple[EnqueueResult, ...]:
+        """Queue several events, in order, in one transaction (all or none)."""
+        items = [self._item(event, partition_key, priority, None) for event in events]
+        return await self._push(items)
 
-    async def cancel(self, event_id: str) -> CancelResult:
-        """
-        Remove a queued event from whichever partition holds it.
-
-        An event waiting for a retry can be cancelled too: its remaining attempts are dropped.
-        """
-        services = self._services
-        for partition in range(self._job.concurrency):
-            async with services.storage.instance(self.key(partition)) as tx:
-                if not await tx.queue_remove(event_id):
-                    continue
-                record = tx.record
-                if record is not None:
-                    await self._forget_in_flight(tx, record, event_id)
-                return CancelResult(cancelled=True, partition=partition)
-        return CancelResult(cancelled=False)
-
-    async def _forget_in_flight(
-        self, tx: InstanceTransaction, record: InstanceRecord, event_id: str
-    ) -> None:
-        """After cancelling `event_id`: if it was waiting for a retry, move on to the next."""
-        meta = self._meta(record)
-        if meta.current is None or meta.current.event_id != event_id:
-            return
+    async def _push(self, items: Sequence[QueueItem]) -> tuple[EnqueueResult, ...]:
+        """Queue validated items in one transaction, in order."""
         services = self._services
         now = services.clock.now()
-        due = record.status is InstanceStatus.ACTIVE and await tx.queue_size() > 0
-        tx.save(
-            attrs.evolve(
-                record,
-                meta=encode(attrs.evolve(meta, current=None)),
-                alarm_at=now if due else None,
-                attempt=1,
-                defects=0,
-                retry_started_at=None,
-                updated_at=now,
-            )
-        )
-        if due:
-            services.wake(now)
-
-    async def pause(self) -> None:
-        """Stop dequeuing on every partition; queued events are kept."""
-        await self._set_paused(paused=True)
-
-    async def resume(self) -> None:
-        """Dequeue again."""
-        await self._set_paused(paused=False)
-
-    async def status(self) -> PoolStatus:
-        """Every partition's state and the totals."""
-        partitions: list[PartitionStatus] = []
-        for partition in range(self._job.concurrency):
-            async with self._services.storage.instance(self.key(partition)) as tx:
-                record = tx.record
-                pending = await tx.queue_size()
-            processed = 0 if record is None else self._meta(record).processed
-            name: PartitionStatusName
-            if record is None:
-                name = "idle"
-            elif record.status is InstanceStatus.PAUSED:
-                name = "paused"
-            elif record.status is InstanceStatus.FAILED:
-                name = "failed"
-            else:
-                name = "processing" if pending else "idle"
-            partitions.append(
-                PartitionStatus(
-                    partition=partition, status=name, pending=pending, processed=processed
-                )
-            )
-        return PoolStatus(
-            partitions=tuple(partitions),
-            pending=sum(p.pending for p in partitions),
-            processed=sum(p.processed for p in partitions),
-            paused=all(p.status == "paused" for p in partitions),
-        )
-
-    async def on_alarm(self, key: InstanceKey) -> None:
-        """A partition's alarm fell due: process queued events, one at a time."""
-        for _ in range(_BATCH):
-            if not await self._process_one(key):
-                return
-
-    async def _process_one(self, key: InstanceKey) -> bool:
-        """Process the head event; True when another one is due right away."""
-        services = self._services
-        job = self._job
-        async with services.storage.instance(key) as tx:
-            now = services.clock.now()
-            record = tx.record
-            if record is None:
-                return False
-            if (
-                record.status is not InstanceStatus.ACTIVE
-                or record.alarm_at is None
-                or record.alarm_at > now
-            ):
-                tx.save(record)
-                return False
-            meta = self._meta(record)
-            current = meta.current
-            if current is None:
-                item = await tx.queue_peek()
-                if item is None:
-                    tx.save(attrs.evolve(record, alarm_at=None, updated_at=now))
-                    return False
-                current = InFlight.of(item)
-            event_json = current.event_json()
-            event = decode(event_json, job.event)
-            info = execution_info(key, record.attempt, now)
-            context = WorkerPoolContext(
-                info,
-                self._deps,
-                event,
-                current.event_id,
-                int(key.id),
-                current.partition_key,
-                current.priority,
-            )
-            outcome = await run_execution(
-                services,
-                tx,
-                record,
-                Execution(
-                    info=info,
-                    deps=self._deps,
-                    call=lambda: job.execute(context),
-                    retry=job.retry,
-                    on_error=self._on_error(key, info, event),
-                    error_state=event,
-                    event=event_json,
-                    park_on_defect=False,
-                ),
-            )
-            after = tx.record
-            if after is None:
-                return False
-            after_meta = self._meta(after)
-            if not _event_done(outcome):
-                # a retry, a defect retry or an `on_error` reschedule is pending: the
-                # partition stays blocked behind this event until it is done
-                tx.save(attrs.evolve(after, meta=encode(attrs.evolve(after_meta, current=current))))
-                return False
-            await tx.queue_remove(current.event_id)
-            processed = after_meta.processed + (1 if isinstance(outcome, Succeeded) else 0)
-            more = await tx.queue_size() > 0
-            tx.save(
-                attrs.evolve(
-                    after,
-                    meta=encode(attrs.evolve(after_meta, processed=processed, current=None)),
-                    alarm_at=now if more else None,
-                    attempt=1,
-                    defects=0,
-                    retry_started_at=None,
-                    updated_at=now,
-                )
-            )
-            return more
-
-    def _on_error(
-        self, key: InstanceKey, info: ExecutionInfo, event: I
-    ) -> "Callable[[E, ErrorContext[I, R]], Awaitable[None]] | None":
-        """
-        The user's `on_error`, where `ctx.terminate()` drops only the failed event.
-
-        For a pool, terminating must not purge the partition (other callers' queued events
-        live there): it ends the event without a dead letter, like a handled failure.
-        """
-        user = self._job.on_error
-        if user is None:
-            return None
-        services = self._services
-        deps = self._deps
-
-        async def handle(error: E, ctx: ErrorContext[I, R]) -> None:
-            cell = ScheduleCell(None)
-            own: ErrorContext[I, R] = ErrorContext(
-                info, deps, event, ctx.attempts, ctx.reason, cell
-            )
-            try:
-                handled = user(error, own)
-                if handled is not None:
-                    await handled
-            except TerminateSignal as signal:
+        accepted = await services.storage.push_items(self._key, items, now=now)
+        key = self._key
+        for item, fresh in zip(items, accepted, strict=True):
+            if fresh:
                 services.events.emit(
                     JobEvent(
-                        type="job.terminated",
+                        type="pool.enqueued",
                         kind=key.kind,
                         job=key.job,
                         id=key.id,
-                        at=services.clock.now(),
-                        attempt=info.attempt,
-                        reason=signal.reason,
+                        at=now,
+                        event_id=item.event_id,
                     )
                 )
-                return
-            if cell.at is not None:
-                ctx.reschedule(cell.at - info.now)
+        if any(accepted):
+            services.wake(now)
+        return tuple(
+            EnqueueResult(event_id=item.event_id, duplicate=not fresh)
+            for item, fresh in zip(items, accepted, strict=True)
+        )
 
-        return handle
+    async def cancel(self, event_id: str) -> CancelResult:
+        """Remove an event that waits (to start, or for a retry); a running one goes on."""
+        status = await self._services.storage.cancel_item(self._key, event_id)
+        return CancelResult(cancelled=status == "cancelled", status=status)
 
-    async def _set_paused(self, *, paused: bool) -> None:
+    async def is_pending(self, event_id: str) -> bool:
+        """Whether the event is still queued, running or waiting for a retry."""
+        return await self._services.storage.read_item(self._key, event_id) is not None
+
+    async def pause(self) -> None:
+        """Start no more events (running ones finish); queued events are kept."""
+        await self._set_status(InstanceStatus.PAUSED)
+
+    async def resume(self) -> None:
+        """Start events again."""
+        await self._set_status(InstanceStatus.ACTIVE)
+        self._services.wake(self._services.clock.now())
+
+    async def status(self) -> PoolStatus:
+        """The pool's events across every worker process, and the processed total."""
+        storage = self._services.storage
+        record = await storage.read(self._key)
+        counts = await storage.pool_counts(self._key)
+        return PoolStatus(
+            queued=counts.queued,
+            running=counts.running,
+            retrying=counts.retrying,
+            processed=_processed(record),
+            paused=record is not None and record.status is InstanceStatus.PAUSED,
+            concurrency=self._job.concurrency,
+        )
+
+    async def _set_status(self, status: InstanceStatus) -> None:
         services = self._services
-        for partition in range(self._job.concurrency):
-            key = self.key(partition)
-            async with services.storage.instance(key) as tx:
-                now = services.clock.now()
-                record = tx.record or attrs.evolve(new_record(key, now), meta=encode(PoolMeta()))
-                if paused:
-                    tx.save(
-                        attrs.evolve(
-                            record, status=InstanceStatus.PAUSED, alarm_at=None, updated_at=now
-                        )
-                    )
-                else:
-                    pending = await tx.queue_size()
-                    tx.save(
-                        attrs.evolve(
-                            record,
-                            status=InstanceStatus.ACTIVE,
-                            alarm_at=now if pending else None,
-                            updated_at=now,
-                        )
-                    )
-                    if pending:
-                        services.wake(now)
+        async with services.storage.instance(self._key) as tx:
+            now = services.clock.now()
+            record = tx.record or attrs.evolve(new_record(self._key, now), meta={"processed": 0})
+            tx.save(attrs.evolve(record, status=status, updated_at=now))
 
-    def _meta(self, record: InstanceRecord) -> PoolMeta:
-        if record.meta is None:
-            return PoolMeta()
-        return decode(record.meta, PoolMeta)
-
-
-def _event_done(outcome: Outcome) -> bool:
-    """Whether the partition is finished with its event (success, or given up on)."""
-    if isinstance(outcome, Succeeded):
-        return True
-    if isinstance(outcome, FailedFinally):
-        return outcome.rescheduled_at is None
-    if isinstance(outcome, Defect):
-        return outcome.retry_at is None
-    # retry scheduled; a terminated partition never gets here (its record is gone)
-    return False
+    async def run(self, claim: ItemClaim, deps: R, run: RunHandle) -> None:
+        """Run `execute` for one claimed event and write the outcome (fenced)."""
+        job = self._job
+        services = self._services
+        item = claim.item
+        now = services.clock.now()
+        event = decode(item.event, job.event)
+        info = execution_info(self._key, item.attempt, now)
+        context = WorkerPoolContext(
+            info, deps, event, item.event_id, item.partition_key, item.priority
+        )
+        execute = job.execute
+        result = await run_execution(
+            services,
+            Execution(
+                info=info,
+                key=self._key,
+                deps=deps,
+                call=bind(execute, lambda: execute(context)),
+                retry=job.retry,
+                on_error=job.on_error,
+                error_state=event,
+                attempts=Attempts(
+                    attempt=item.attempt,
+                    retry_started_at=item.retry_started_at,
+                    defects=item.defects,
+                ),
+                letter_state=None,
+                letter_meta={
+                    "event_id": item.event_id,
+                    "partition_key": item.partition_key,
+                    "priority": item.priority,
+                },
+                event=item.event,
+                event_id=item.event_id,
+                park_on_defect=False,
+            ),
+            run,
+        )
+        retry = None
+        if result.alarm_at is not None:
+            retry = ItemRetry(
+                available_at=result.alarm_at,
+                attempt=result.attempts.attempt,
+                retry_started_at=result.attempts.retry_started_at,
+                defects=result.attempts.defects,
+                last_error=result.last_error,
+            )
+        run.finish()
+        await services.storage.finish_item(
+            self._key,
+            ItemFinish(
+                event_id=item.event_id,
+                token=claim.token,
+                retry=retry,
+                letters=result.letters,
+                processed=1 if isinstance(result.outcome, Succeeded) else 0,
+            ),
+        )
+        services.wake(result.alarm_at or result.ended_at)
+        emit_all(services, result.events)

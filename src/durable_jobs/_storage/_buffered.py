@@ -12,7 +12,7 @@ from typing import Protocol
 import attrs
 
 from ._copy import copy_item, copy_letter, copy_record
-from ._interface import DeadLetter, InstanceKey, InstanceRecord, QueueItem
+from ._interface import DeadLetter, InstanceKey, InstanceRecord, Lease, QueueItem
 
 
 class StoredView(Protocol):
@@ -55,6 +55,12 @@ class Changes:
     letters: tuple[DeadLetter, ...]
     letters_removed: frozenset[str]
     remembered: tuple[tuple[str, datetime], ...]
+    fence: str | None
+    """Commit only if this token still holds a live lease on the instance."""
+    release: bool
+    """End the fenced lease on commit."""
+    revoke: bool
+    """End whatever lease the instance holds on commit."""
 
 
 class BufferedTransaction:
@@ -68,6 +74,7 @@ class BufferedTransaction:
     def __init__(self, stored: StoredView, key: InstanceKey, record: InstanceRecord | None) -> None:
         self._stored = stored
         self._key = key
+        self._lease = None if record is None else record.lease
         self._record = record
         self._record_changed = False
         self._queue_purged = False
@@ -76,6 +83,9 @@ class BufferedTransaction:
         self._remembered: dict[str, datetime] = {}
         self._pushed: dict[str, QueueItem] = {}
         self._removed: set[str] = set()
+        self._fence: str | None = None
+        self._release = False
+        self._revoke = False
         self._open = True
 
     @property
@@ -89,22 +99,36 @@ class BufferedTransaction:
         return None if self._record is None else copy_record(self._record)
 
     def save(self, record: InstanceRecord) -> None:
-        """Insert or replace the record (and clear any alarm lease) on commit."""
+        """Insert or replace the record on commit; its lease stays as it is."""
         self._check_open()
         if record.key != self._key:
             msg = f"save: a record of {record.key} in the transaction of {self._key}"
             raise ValueError(msg)
-        self._record = copy_record(record)
+        self._record = attrs.evolve(copy_record(record), lease=self._lease)
         self._record_changed = True
 
     def purge(self) -> None:
         """Delete the record, its alarm, its lease and its queue items on commit."""
         self._check_open()
         self._record = None
+        self._lease = None
         self._record_changed = True
         self._queue_purged = True
         self._pushed.clear()
         self._removed.clear()
+
+    def fence(self, token: str, *, release: bool = True) -> bool:
+        """Commit only while `token` holds the lease (see `InstanceTransaction.fence`)."""
+        self._check_open()
+        self._fence = token
+        self._release = release
+        return self._lease is not None and self._lease.token == token
+
+    def revoke_lease(self) -> None:
+        """End any lease on the instance at commit."""
+        self._check_open()
+        self._revoke = True
+        self._set_lease(None)
 
     def add_dead_letter(self, letter: DeadLetter) -> None:
         """Record a dead letter on commit."""
@@ -189,7 +213,15 @@ class BufferedTransaction:
             letters=tuple(self._letters),
             letters_removed=frozenset(self._letters_removed),
             remembered=tuple(self._remembered.items()),
+            fence=self._fence,
+            release=self._release,
+            revoke=self._revoke,
         )
+
+    def _set_lease(self, lease: Lease | None) -> None:
+        self._lease = lease
+        if self._record is not None:
+            self._record = attrs.evolve(self._record, lease=lease)
 
     def _check_open(self) -> None:
         if not self._open:

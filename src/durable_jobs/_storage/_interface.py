@@ -2,19 +2,31 @@
 The storage protocol every backend implements (memory, SQLite, PostgreSQL).
 
 Everything the engine knows about an instance lives in one `InstanceRecord` plus three
-satellite collections (dead letters, seen event ids, queue items). Handlers change them only
-inside `Storage.instance(key)`, which serializes access to that key and commits all changes
-at once, or none of them.
+satellite collections (dead letters, seen event ids, queue items). Client calls change them
+inside `Storage.instance(key)`: one short, serialized, all-or-nothing block.
+
+User code never runs inside a block. A worker *claims* due work (`claim_due`, `claim_items`):
+one short transaction that puts a lease (a random token and an expiry) on the instance or
+the pool item. It runs the user's code holding nothing but that lease, renews the lease
+while the code runs (`renew`), and applies the outcome in a second block that is *fenced*
+(`InstanceTransaction.fence`, `Storage.finish_item`): it commits only if the token still
+holds the lease, so a run whose lease was lost (expired, or revoked by a client's
+`terminate`) never writes.
+
+Lease expiry is measured by the storage's own clock — the database server's on PostgreSQL
+(immune to clock skew between hosts), the host's wall clock on SQLite and in memory —
+never by the engine clock, which only decides when alarms are due.
 """
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Literal, Protocol, TypeAlias
 
 import attrs
 
+from .._errors import StorageError
 from .._types import JsonValue
 
 
@@ -35,7 +47,7 @@ class InstanceStatus(enum.Enum):
     FAILED = "failed"
     """Parked after its defect policy ran out; state kept, no alarm; resumable."""
     PAUSED = "paused"
-    """A worker-pool partition that does not dequeue (events are kept)."""
+    """A worker pool that does not start events (queued events are kept)."""
 
 
 @attrs.frozen
@@ -48,15 +60,31 @@ class InstanceKey:
 
 
 @attrs.frozen(kw_only=True)
+class Lease:
+    """
+    A worker's claim on an instance or a pool item while it runs user code for it.
+
+    `expires_at` is in the storage's lease clock (the database server's clock on
+    PostgreSQL). Only live leases are ever reported: an expired one reads as no lease.
+    """
+
+    token: str
+    expires_at: datetime
+
+
+@attrs.frozen(kw_only=True)
 class InstanceRecord:
     """
     The stored form of one instance.
 
     `state` is the user's state encoded by the converter (`None` when the instance has none).
     `meta` is the kind's own bookkeeping (counters, timestamps), encoded the same way.
+    `alarm_at` is when a worker should next look at the instance (engine clock).
     `attempt` is the number of the *next* execution attempt (1 = a fresh one);
     `retry_started_at` is when the first failed attempt of the current retry sequence started
     (for `Retry.max_duration`); `defects` counts consecutive defects (for the defect policy).
+    `lease` is set while a worker runs user code for the instance; saving a record never
+    changes it (claims, renewals and fenced finishes do).
     """
 
     key: InstanceKey
@@ -70,6 +98,7 @@ class InstanceRecord:
     last_error: str | None = None
     created_at: datetime
     updated_at: datetime
+    lease: Lease | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -80,7 +109,7 @@ class DeadLetter:
     key: InstanceKey
     state: JsonValue
     meta: JsonValue = None
-    """The kind's bookkeeping at the time (so `Engine.resume` can rebuild the instance)."""
+    """The kind's bookkeeping at the time (so `Engine.resume` can rebuild the work)."""
     event: JsonValue = None
     error: str
     reason: str
@@ -90,7 +119,14 @@ class DeadLetter:
 
 @attrs.frozen(kw_only=True)
 class QueueItem:
-    """One event waiting in a worker-pool partition."""
+    """
+    One entry of an instance's queue: a worker-pool event, a sealed Debounce batch waiting
+    for the one before it, or a Task event sent while its `execute` was running.
+
+    Pool events carry their own retry bookkeeping (`attempt`, `retry_started_at`,
+    `defects`, `last_error`), the time they may run again (`available_at`) and their own
+    lease; queue entries of other kinds leave those at their defaults.
+    """
 
     event_id: str
     event: JsonValue
@@ -99,6 +135,78 @@ class QueueItem:
     enqueued_at: datetime
     seq: int = 0
     """Assigned by the backend on push: FIFO order within one priority."""
+    available_at: datetime | None = None
+    """Not before this time (engine clock); None means as soon as it is enqueued."""
+    attempt: int = 1
+    retry_started_at: datetime | None = None
+    defects: int = 0
+    last_error: str | None = None
+    lease: Lease | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Claim:
+    """A due instance a worker now holds a lease on, with the record as it was claimed."""
+
+    key: InstanceKey
+    token: str
+    record: InstanceRecord
+
+
+@attrs.frozen(kw_only=True)
+class ItemClaim:
+    """A pool event a worker now holds a lease on, with the event as it was claimed."""
+
+    pool: InstanceKey
+    token: str
+    item: QueueItem
+
+
+@attrs.frozen(kw_only=True)
+class ItemRetry:
+    """A pool event's next attempt: it stays at its place in the queue (its key stays held)."""
+
+    available_at: datetime
+    attempt: int
+    retry_started_at: datetime | None
+    defects: int
+    last_error: str | None
+
+
+@attrs.frozen(kw_only=True)
+class ItemFinish:
+    """
+    The one write of a pool event's run: remove it (`retry=None`) or keep it for `retry`.
+
+    `letters` are committed with it; `processed` is added to the pool's processed counter,
+    which the storage keeps as the integer `processed` of the pool record's `meta` object.
+    """
+
+    event_id: str
+    token: str
+    retry: ItemRetry | None = None
+    letters: tuple[DeadLetter, ...] = ()
+    processed: int = 0
+
+
+CancelOutcome: TypeAlias = Literal["cancelled", "running", "not_found"]
+"""What `Storage.cancel_item` found: a waiting event removed, a running one kept, none."""
+
+
+@attrs.frozen(kw_only=True)
+class PoolCounts:
+    """How many events of one pool wait, run, and wait for a retry."""
+
+    queued: int
+    """Waiting to start for the first time."""
+    running: int
+    """Held by a live lease right now."""
+    retrying: int
+    """Waiting for a later attempt."""
+
+
+class LeaseLostError(StorageError):
+    """A fenced write found its lease gone (expired, revoked or taken): nothing was written."""
 
 
 class InstanceTransaction(Protocol):
@@ -115,11 +223,26 @@ class InstanceTransaction(Protocol):
         ...
 
     def save(self, record: InstanceRecord) -> None:
-        """Insert or replace the record (and clear any alarm lease)."""
+        """Insert or replace the record; its lease is kept as it is (`record.lease` is ignored)."""
         ...
 
     def purge(self) -> None:
-        """Delete the record, its alarm and its queue items (seen event ids are kept)."""
+        """Delete the record, its lease and its queue items (seen event ids are kept)."""
+        ...
+
+    def fence(self, token: str, *, release: bool = True) -> bool:
+        """
+        Make this block the write of the run holding `token`.
+
+        Returns whether the lease as read at the start of the block is `token`'s. Whatever it
+        returns, the commit re-checks atomically that `token` still holds a live lease and
+        raises `LeaseLostError`, writing nothing, when it does not. With `release` the
+        commit also ends the lease.
+        """
+        ...
+
+    def revoke_lease(self) -> None:
+        """End any lease on the instance at commit: the running finish will be refused."""
         ...
 
     def add_dead_letter(self, letter: DeadLetter) -> None:
@@ -160,7 +283,7 @@ class Storage(Protocol):
 
     def instance(self, key: InstanceKey) -> AbstractAsyncContextManager[InstanceTransaction]:
         """
-        Serialized, atomic access to one instance.
+        Serialized, atomic access to one instance: a short block, never around user code.
 
         Blocks for the same key never overlap; changes commit together on clean exit and are
         discarded when the block raises.
@@ -171,19 +294,72 @@ class Storage(Protocol):
         """A committed snapshot of one record, without taking the instance."""
         ...
 
-    async def claim_due(
-        self, now: datetime, *, limit: int, lease: timedelta
-    ) -> Sequence[InstanceKey]:
-        """Lease up to `limit` instances whose alarm is due at `now` and not leased."""
+    async def claim_due(self, now: datetime, *, limit: int, lease: timedelta) -> Sequence[Claim]:
+        """
+        Lease up to `limit` active instances whose alarm is due at `now` (engine clock) and
+        that hold no live lease; each gets a new token, valid for `lease` (lease clock).
+
+        Raises `SchemaMismatchError` when the stored schema is not this version's.
+        """
         ...
 
-    async def next_alarm_at(self) -> datetime | None:
+    async def claim_items(
+        self, pools: Mapping[InstanceKey, int], now: datetime, *, limit: int, lease: timedelta
+    ) -> Sequence[ItemClaim]:
         """
-        When `claim_due` can next return something, or None when no alarm is set.
+        Lease up to `limit` ready events of the given pools (pool key -> concurrency).
 
-        The earliest alarm time, where a leased instance counts from the later of its alarm
-        and its lease expiry, so a worker sleeps while an alarm is in flight elsewhere.
+        Ready: the pool is not paused, fewer than its concurrency of its events hold a live
+        lease, the event holds none, its `available_at` has come, and no earlier event with
+        the same `partition_key` is still queued (one key, one event at a time, in FIFO order).
+        Higher priority first, then FIFO. Raises `SchemaMismatchError` like `claim_due`.
         """
+        ...
+
+    async def renew(self, tokens: Collection[str], lease: timedelta) -> frozenset[str]:
+        """Extend the live leases of `tokens` by `lease` from now; returns those renewed."""
+        ...
+
+    async def release(self, tokens: Collection[str]) -> None:
+        """End the leases of `tokens` without writing anything else (a worker stopping)."""
+        ...
+
+    async def next_alarm_at(self, pools: Mapping[InstanceKey, int]) -> datetime | None:
+        """
+        When `claim_due` or `claim_items` (for `pools`) can next return something, or None.
+
+        Work held by a live lease is not counted: a worker looks again when it finishes (or
+        polls for expired leases on its own).
+        """
+        ...
+
+    async def push_items(
+        self, pool: InstanceKey, items: Sequence[QueueItem], *, now: datetime
+    ) -> Sequence[bool]:
+        """
+        Queue events on a pool in one transaction; for each, False when its `event_id` was
+        seen by the pool before (nothing is queued for it). Accepted ids are remembered, and
+        the pool's record is created (active) when it has none.
+        """
+        ...
+
+    async def finish_item(self, pool: InstanceKey, finish: ItemFinish) -> None:
+        """
+        The fenced write of a pool event's run; `LeaseLostError` (nothing written) when the
+        token no longer holds the event's lease.
+        """
+        ...
+
+    async def read_item(self, pool: InstanceKey, event_id: str) -> QueueItem | None:
+        """One of the pool's events as stored (with its lease while it runs), or None."""
+        ...
+
+    async def cancel_item(self, pool: InstanceKey, event_id: str) -> CancelOutcome:
+        """Remove a pool event that is not running (queued, or waiting for a retry)."""
+        ...
+
+    async def pool_counts(self, pool: InstanceKey) -> PoolCounts:
+        """How many of the pool's events are queued, running and waiting for a retry."""
         ...
 
     async def list_instances(self, job: str | None = None) -> Sequence[InstanceRecord]:

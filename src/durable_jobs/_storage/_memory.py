@@ -3,18 +3,21 @@
 
 Every change made through `MemoryStorage.instance(key)` is buffered in the transaction and
 applied in one synchronous step when the block exits cleanly (so no other coroutine can see
-half of it), or dropped when the block raises. JSON values are copied on the way in and on
-the way out: a caller mutating a dict it saved, or one it read, never changes what is stored.
+half of it), or dropped when the block raises. Claims, renewals and fenced finishes are
+synchronous steps too. JSON values are copied on the way in and on the way out: a caller
+mutating a dict it saved, or one it read, never changes what is stored. Leases expire by
+the host's wall clock, like SQLite's.
 """
 
 import asyncio
 import bisect
 import heapq
 import itertools
-from collections.abc import Sequence
+import uuid
+from collections.abc import Collection, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from contextlib import AbstractAsyncContextManager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -26,10 +29,18 @@ from ._copy import copy_item as _copy_item
 from ._copy import copy_letter as _copy_letter
 from ._copy import copy_record as _copy_record
 from ._interface import (
+    CancelOutcome,
+    Claim,
     DeadLetter,
     InstanceKey,
     InstanceRecord,
+    InstanceStatus,
     InstanceTransaction,
+    ItemClaim,
+    ItemFinish,
+    Lease,
+    LeaseLostError,
+    PoolCounts,
     QueueItem,
     Storage,
 )
@@ -44,14 +55,24 @@ def _order(key: InstanceKey) -> _KeyOrder:
     return (key.kind.value, key.job, key.id)
 
 
+def _lease_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _live(lease: Lease | None, now: datetime) -> Lease | None:
+    return lease if lease is not None and lease.expires_at > now else None
+
+
 class _Queue:
     """One instance's committed queue, kept sorted by `_queue_rank` (peek is O(1))."""
 
-    __slots__ = ("_items", "_ranks")
+    __slots__ = ("_by_key", "_items", "_ranks")
 
     def __init__(self) -> None:
         self._ranks: list[tuple[int, int, str]] = []
         self._items: dict[str, QueueItem] = {}
+        # partition key -> (seq, event id) in FIFO order: the first one is the key's head
+        self._by_key: dict[str, list[tuple[int, str]]] = {}
 
     def __len__(self) -> int:
         return len(self._items)
@@ -59,17 +80,36 @@ class _Queue:
     def __contains__(self, event_id: str) -> bool:
         return event_id in self._items
 
+    def get(self, event_id: str) -> QueueItem | None:
+        return self._items.get(event_id)
+
+    def items(self) -> Collection[QueueItem]:
+        return self._items.values()
+
     def push(self, item: QueueItem) -> None:
         self.remove(item.event_id)
         self._items[item.event_id] = item
         bisect.insort(self._ranks, (*_queue_rank(item), item.event_id))
+        if item.partition_key is not None:
+            bisect.insort(
+                self._by_key.setdefault(item.partition_key, []), (item.seq, item.event_id)
+            )
 
-    def remove(self, event_id: str) -> bool:
+    def replace(self, item: QueueItem) -> None:
+        """Store a changed version of an item already queued (same seq and priority)."""
+        self._items[item.event_id] = item
+
+    def remove(self, event_id: str) -> QueueItem | None:
         item = self._items.pop(event_id, None)
         if item is None:
-            return False
+            return None
         del self._ranks[bisect.bisect_left(self._ranks, (*_queue_rank(item), event_id))]
-        return True
+        if item.partition_key is not None:
+            same = self._by_key[item.partition_key]
+            del same[bisect.bisect_left(same, (item.seq, event_id))]
+            if not same:
+                del self._by_key[item.partition_key]
+        return item
 
     def first(self, skip: AbstractSet[str]) -> QueueItem | None:
         """The first item whose event id is not in `skip` (usually the very first one)."""
@@ -78,13 +118,25 @@ class _Queue:
                 return self._items[event_id]
         return None
 
+    def in_order(self) -> list[QueueItem]:
+        """Every item, highest priority first, then FIFO."""
+        return [self._items[event_id] for _, _, event_id in self._ranks]
+
+    def is_key_head(self, item: QueueItem) -> bool:
+        """Whether no earlier item shares `item`'s partition key."""
+        if item.partition_key is None:
+            return True
+        return self._by_key[item.partition_key][0][1] == item.event_id
+
 
 class _Store:
     """The committed data of one `MemoryStorage` (shared with its transactions)."""
 
     def __init__(self) -> None:
         self.records: dict[InstanceKey, InstanceRecord] = {}
-        self.leases: dict[InstanceKey, datetime] = {}
+        self.leases: dict[InstanceKey, Lease] = {}
+        # token -> (instance, event id of a pool item or None for the instance itself)
+        self.tokens: dict[str, tuple[InstanceKey, str | None]] = {}
         # (alarm_at, key order, tie-breaker, key); entries that no longer match are stale
         self.alarms: list[tuple[datetime, _KeyOrder, int, InstanceKey]] = []
         self.alarm_ties = itertools.count()
@@ -96,27 +148,47 @@ class _Store:
 
     def apply(self, key: InstanceKey, changes: Changes) -> None:
         """Apply one block's changes in one synchronous step (no coroutine sees half)."""
+        if changes.fence is not None:
+            lease = _live(self.leases.get(key), _lease_now())
+            if lease is None or lease.token != changes.fence:
+                msg = (
+                    f"the lease of {key.kind.value}:{key.job}:{key.id} was lost before its"
+                    " finish; nothing was written"
+                )
+                raise LeaseLostError(msg)
+            if changes.release:
+                self.drop_lease(key)
+        if changes.revoke:
+            self.drop_lease(key)
         if changes.record_changed:
             self.set_record(key, changes.record)
         pushed: list[QueueItem] = []
         for item in changes.pushed:  # numbered in push order, after every stored item
             self.last_seq += 1
-            pushed.append(attrs.evolve(item, seq=self.last_seq))
+            pushed.append(attrs.evolve(item, seq=self.last_seq, lease=None))
         self.apply_queue(key, purged=changes.queue_purged, removed=changes.removed, pushed=pushed)
         for letter_id in changes.letters_removed:
             self.dead.pop(letter_id, None)
         self.apply_satellites(key, changes.letters, dict(changes.remembered))
+
+    def drop_lease(self, key: InstanceKey) -> None:
+        lease = self.leases.pop(key, None)
+        if lease is not None:
+            self.tokens.pop(lease.token, None)
+
+    def with_lease(self, record: InstanceRecord, now: datetime) -> InstanceRecord:
+        return attrs.evolve(_copy_record(record), lease=_live(self.leases.get(record.key), now))
 
     def has_seen(self, key: InstanceKey, event_id: str) -> bool:
         seen = self.seen.get(key)
         return seen is not None and event_id in seen
 
     def set_record(self, key: InstanceKey, record: InstanceRecord | None) -> None:
-        self.leases.pop(key, None)
         if record is None:
             self.records.pop(key, None)
+            self.drop_lease(key)
             return
-        self.records[key] = record
+        self.records[key] = attrs.evolve(record, lease=None)
         if record.alarm_at is not None:
             heapq.heappush(self.alarms, (record.alarm_at, _order(key), next(self.alarm_ties), key))
             if len(self.alarms) > 2 * len(self.records) + 64:
@@ -147,17 +219,26 @@ class _Store:
         pushed: Sequence[QueueItem],
     ) -> None:
         if purged:
-            self.queues.pop(key, None)
+            queue = self.queues.pop(key, None)
+            if queue is not None:
+                for item in queue.items():
+                    self.forget_item_lease(item)
         queue = self.queues.get(key)
         if queue is not None:
             for event_id in removed:
-                queue.remove(event_id)
+                gone = queue.remove(event_id)
+                if gone is not None:
+                    self.forget_item_lease(gone)
         if pushed:
             queue = self.queues.setdefault(key, _Queue())
             for item in pushed:
                 queue.push(item)
         if queue is not None and not queue:
             del self.queues[key]
+
+    def forget_item_lease(self, item: QueueItem) -> None:
+        if item.lease is not None:
+            self.tokens.pop(item.lease.token, None)
 
     def apply_satellites(
         self, key: InstanceKey, letters: Sequence[DeadLetter], seen: dict[str, datetime]
@@ -166,6 +247,46 @@ class _Store:
             self.dead[letter.id] = letter
         if seen:
             self.seen.setdefault(key, {}).update(seen)
+
+    def is_active(self, pool: InstanceKey) -> bool:
+        record = self.records.get(pool)
+        return record is None or record.status is InstanceStatus.ACTIVE
+
+    def ready_items(
+        self, pool: InstanceKey, concurrency: int, now: datetime, lease_now: datetime
+    ) -> list[QueueItem]:
+        """The pool's events a claim may take now, in claim order, at most the free slots."""
+        queue = self.queues.get(pool)
+        if queue is None or not self.is_active(pool):
+            return []
+        items = queue.in_order()
+        running = sum(1 for item in items if _live(item.lease, lease_now) is not None)
+        ready: list[QueueItem] = []
+        for item in items:
+            if running + len(ready) >= concurrency:
+                break
+            if (
+                _live(item.lease, lease_now) is None
+                and (item.available_at is None or item.available_at <= now)
+                and queue.is_key_head(item)
+            ):
+                ready.append(item)
+        return ready
+
+    def next_ready_at(
+        self, pool: InstanceKey, concurrency: int, lease_now: datetime
+    ) -> datetime | None:
+        """When the pool's next event may be claimed (None: none, or every slot is busy)."""
+        queue = self.queues.get(pool)
+        if queue is None or not self.is_active(pool):
+            return None
+        waiting = [item for item in queue.items() if _live(item.lease, lease_now) is None]
+        if len(queue) - len(waiting) >= concurrency:
+            return None
+        times = [
+            item.available_at or item.enqueued_at for item in waiting if queue.is_key_head(item)
+        ]
+        return min(times, default=None)
 
 
 class MemoryStorage:
@@ -192,23 +313,22 @@ class MemoryStorage:
     async def read(self, key: InstanceKey) -> InstanceRecord | None:
         """A committed snapshot of one record, without taking the instance."""
         record = self._store.records.get(key)
-        return None if record is None else _copy_record(record)
+        return None if record is None else self._store.with_lease(record, _lease_now())
 
-    async def claim_due(
-        self, now: datetime, *, limit: int, lease: timedelta
-    ) -> Sequence[InstanceKey]:
+    async def claim_due(self, now: datetime, *, limit: int, lease: timedelta) -> Sequence[Claim]:
         """
-        Lease up to `limit` instances whose alarm is due at `now` and not leased.
+        Lease up to `limit` active instances whose alarm is due at `now` and hold no lease.
 
-        Due means `alarm_at <= now`; a lease has expired when `lease_until <= now`. Keys come
-        in alarm order, then key order; each is leased until `now + lease`.
+        Due means `alarm_at <= now`; keys come in alarm order, then key order.
         """
         store = self._store
-        claimed: list[InstanceKey] = []
+        claimed: list[Claim] = []
         if limit <= 0:
             return claimed
+        lease_now = _lease_now()
         store.drop_stale_alarms()
         popped: list[tuple[datetime, _KeyOrder, int, InstanceKey]] = []
+        taken: set[InstanceKey] = set()
         while store.alarms and store.alarms[0][0] <= now and len(claimed) < limit:
             entry = heapq.heappop(store.alarms)
             at, _, _, key = entry
@@ -216,53 +336,231 @@ class MemoryStorage:
             if record is None or record.alarm_at != at:
                 continue  # stale: dropped
             popped.append(entry)
-            if key in claimed:
+            if key in taken or record.status is not InstanceStatus.ACTIVE:
                 continue
-            lease_until = store.leases.get(key)
-            if lease_until is None or lease_until <= now:
-                claimed.append(key)
+            if _live(store.leases.get(key), lease_now) is not None:
+                continue
+            store.drop_lease(key)  # an expired one
+            grant = Lease(token=uuid.uuid4().hex, expires_at=lease_now + lease)
+            store.leases[key] = grant
+            store.tokens[grant.token] = (key, None)
+            taken.add(key)
+            claimed.append(
+                Claim(key=key, token=grant.token, record=store.with_lease(record, lease_now))
+            )
         for entry in popped:
             heapq.heappush(store.alarms, entry)
-        for key in claimed:
-            store.leases[key] = now + lease
         return claimed
 
-    async def next_alarm_at(self) -> datetime | None:
-        """
-        When `claim_due` can next return something, or None when no alarm is set.
+    async def claim_items(
+        self, pools: Mapping[InstanceKey, int], now: datetime, *, limit: int, lease: timedelta
+    ) -> Sequence[ItemClaim]:
+        """Lease up to `limit` ready pool events (see `Storage.claim_items`)."""
+        store = self._store
+        claimed: list[ItemClaim] = []
+        lease_now = _lease_now()
+        for pool, concurrency in pools.items():
+            if len(claimed) >= limit:
+                break
+            queue = store.queues.get(pool)
+            if queue is None:
+                continue
+            for item in store.ready_items(pool, concurrency, now, lease_now):
+                if len(claimed) >= limit:
+                    break
+                store.forget_item_lease(item)  # an expired one
+                grant = Lease(token=uuid.uuid4().hex, expires_at=lease_now + lease)
+                held = attrs.evolve(item, lease=grant)
+                queue.replace(held)
+                store.tokens[grant.token] = (pool, item.event_id)
+                claimed.append(ItemClaim(pool=pool, token=grant.token, item=_copy_item(held)))
+        return claimed
 
-        That is the earliest alarm, except that a leased instance counts from the later of
-        its alarm and its lease expiry (so a worker does not spin on an alarm in flight).
+    async def renew(self, tokens: Collection[str], lease: timedelta) -> frozenset[str]:
+        """Extend the live leases of `tokens`; returns those renewed."""
+        store = self._store
+        lease_now = _lease_now()
+        renewed: set[str] = set()
+        for token in tokens:
+            held = store.tokens.get(token)
+            if held is None:
+                continue
+            key, event_id = held
+            if event_id is None:
+                current = _live(store.leases.get(key), lease_now)
+                if current is not None and current.token == token:
+                    store.leases[key] = attrs.evolve(current, expires_at=lease_now + lease)
+                    renewed.add(token)
+                continue
+            queue = store.queues.get(key)
+            item = None if queue is None else queue.get(event_id)
+            current = None if item is None else _live(item.lease, lease_now)
+            if queue is None or item is None or current is None or current.token != token:
+                continue
+            extended = attrs.evolve(current, expires_at=lease_now + lease)
+            queue.replace(attrs.evolve(item, lease=extended))
+            renewed.add(token)
+        return frozenset(renewed)
+
+    async def release(self, tokens: Collection[str]) -> None:
+        """End the leases of `tokens`."""
+        store = self._store
+        for token in tokens:
+            held = store.tokens.pop(token, None)
+            if held is None:
+                continue
+            key, event_id = held
+            if event_id is None:
+                lease = store.leases.get(key)
+                if lease is not None and lease.token == token:
+                    del store.leases[key]
+                continue
+            queue = store.queues.get(key)
+            item = None if queue is None else queue.get(event_id)
+            held_lease = None if item is None else item.lease
+            if queue is None or item is None or held_lease is None or held_lease.token != token:
+                continue
+            queue.replace(attrs.evolve(item, lease=None))
+
+    async def next_alarm_at(self, pools: Mapping[InstanceKey, int]) -> datetime | None:
+        """
+        When `claim_due` or `claim_items` can next return something, or None.
+
+        Instances and pool events held by a live lease are not counted.
         """
         store = self._store
         store.drop_stale_alarms()
+        lease_now = _lease_now()
         best: datetime | None = None
         popped: list[tuple[datetime, _KeyOrder, int, InstanceKey]] = []
-        # leased entries are few (at most the in-flight alarms): walk past them in order
+        # leased entries are few (at most the runs in flight): walk past them in order
         while store.alarms:
             at, _, _, key = store.alarms[0]
-            if best is not None and at >= best:
-                break
             entry = heapq.heappop(store.alarms)
             record = store.records.get(key)
             if record is None or record.alarm_at != at:
                 continue  # stale: dropped
             popped.append(entry)
-            lease_until = store.leases.get(key)
-            ready = at if lease_until is None else max(at, lease_until)
-            if best is None or ready < best:
-                best = ready
-            if lease_until is None:
+            if record.status is not InstanceStatus.ACTIVE:
+                continue
+            if _live(store.leases.get(key), lease_now) is None:
+                best = at
                 break
         for entry in popped:
             heapq.heappush(store.alarms, entry)
+        for pool, concurrency in pools.items():
+            first = store.next_ready_at(pool, concurrency, lease_now)
+            if first is not None:
+                best = first if best is None else min(best, first)
         return best
+
+    async def push_items(
+        self, pool: InstanceKey, items: Sequence[QueueItem], *, now: datetime
+    ) -> Sequence[bool]:
+        """Queue events on a pool in one step; False for an id the pool has seen."""
+        store = self._store
+        accepted: list[bool] = []
+        fresh: list[QueueItem] = []
+        seen: dict[str, datetime] = {}
+        for item in items:
+            if store.has_seen(pool, item.event_id) or item.event_id in seen:
+                accepted.append(False)
+                continue
+            accepted.append(True)
+            seen[item.event_id] = now
+            store.last_seq += 1
+            fresh.append(attrs.evolve(_copy_item(item), seq=store.last_seq, lease=None))
+        if fresh:
+            if pool not in store.records:
+                store.set_record(
+                    pool,
+                    InstanceRecord(key=pool, meta={"processed": 0}, created_at=now, updated_at=now),
+                )
+            store.apply_queue(pool, purged=False, removed=frozenset(), pushed=fresh)
+            store.apply_satellites(pool, (), seen)
+        return accepted
+
+    async def finish_item(self, pool: InstanceKey, finish: ItemFinish) -> None:
+        """The fenced write of a pool event's run."""
+        store = self._store
+        queue = store.queues.get(pool)
+        item = None if queue is None else queue.get(finish.event_id)
+        lease = None if item is None else _live(item.lease, _lease_now())
+        if queue is None or item is None or lease is None or lease.token != finish.token:
+            msg = f"the lease of event {finish.event_id!r} of {pool} was lost; nothing written"
+            raise LeaseLostError(msg)
+        store.tokens.pop(finish.token, None)
+        retry = finish.retry
+        if retry is None:
+            queue.remove(item.event_id)
+            if not queue:
+                del store.queues[pool]
+        else:
+            queue.replace(
+                attrs.evolve(
+                    item,
+                    lease=None,
+                    available_at=retry.available_at,
+                    attempt=retry.attempt,
+                    retry_started_at=retry.retry_started_at,
+                    defects=retry.defects,
+                    last_error=retry.last_error,
+                )
+            )
+        for letter in finish.letters:
+            store.dead[letter.id] = _copy_letter(letter)
+        record = store.records.get(pool)
+        if finish.processed and record is not None:
+            meta = record.meta if isinstance(record.meta, dict) else {}
+            count = meta.get("processed", 0)
+            total = (count if isinstance(count, int) else 0) + finish.processed
+            store.records[pool] = attrs.evolve(record, meta={**meta, "processed": total})
+
+    async def read_item(self, pool: InstanceKey, event_id: str) -> QueueItem | None:
+        """One of the pool's events as stored (with its lease while it runs), or None."""
+        queue = self._store.queues.get(pool)
+        item = None if queue is None else queue.get(event_id)
+        if item is None:
+            return None
+        return attrs.evolve(_copy_item(item), lease=_live(item.lease, _lease_now()))
+
+    async def cancel_item(self, pool: InstanceKey, event_id: str) -> CancelOutcome:
+        """Remove a pool event that is not running."""
+        store = self._store
+        queue = store.queues.get(pool)
+        item = None if queue is None else queue.get(event_id)
+        if queue is None or item is None:
+            return "not_found"
+        if _live(item.lease, _lease_now()) is not None:
+            return "running"
+        store.forget_item_lease(item)
+        queue.remove(event_id)
+        if not queue:
+            del store.queues[pool]
+        return "cancelled"
+
+    async def pool_counts(self, pool: InstanceKey) -> PoolCounts:
+        """How many of the pool's events are queued, running and waiting for a retry."""
+        queue = self._store.queues.get(pool)
+        if queue is None:
+            return PoolCounts(queued=0, running=0, retrying=0)
+        lease_now = _lease_now()
+        running = retrying = queued = 0
+        for item in queue.items():
+            if _live(item.lease, lease_now) is not None:
+                running += 1
+            elif item.attempt > 1 or item.defects > 0:
+                retrying += 1
+            else:
+                queued += 1
+        return PoolCounts(queued=queued, running=running, retrying=retrying)
 
     async def list_instances(self, job: str | None = None) -> Sequence[InstanceRecord]:
         """Every record, optionally of one job, ordered by (kind, job, id)."""
         records = [r for r in self._store.records.values() if job is None or r.key.job == job]
         records.sort(key=lambda r: _order(r.key))
-        return [_copy_record(r) for r in records]
+        now = _lease_now()
+        return [self._store.with_lease(r, now) for r in records]
 
     async def dead_letters(self, job: str | None = None) -> Sequence[DeadLetter]:
         """Dead letters, oldest first (by `at`, then by commit order), optionally of one job."""
@@ -311,6 +609,10 @@ class _InstanceBlock:
         await self._store.locks.acquire(self._key)
         # the committed record is only ever handed out as a copy by the transaction
         committed = self._store.records.get(self._key)
+        if committed is not None:
+            committed = attrs.evolve(
+                committed, lease=_live(self._store.leases.get(self._key), _lease_now())
+            )
         self._tx = BufferedTransaction(_StoredMemory(self._store), self._key, committed)
         return self._tx
 
@@ -345,7 +647,9 @@ class _StoredMemory:
     async def queue_head(self, key: InstanceKey, skip: frozenset[str]) -> QueueItem | None:
         queue = self._store.queues.get(key)
         first = None if queue is None else queue.first(skip)
-        return None if first is None else _copy_item(first)
+        if first is None:
+            return None
+        return attrs.evolve(_copy_item(first), lease=_live(first.lease, _lease_now()))
 
     async def queue_has(self, key: InstanceKey, event_id: str) -> bool:
         queue = self._store.queues.get(key)

@@ -2,24 +2,35 @@
 `PostgresStorage`: the storage protocol on PostgreSQL, for many workers on many hosts.
 
 Design, briefly (PostgreSQL's own guarantees, no home-made coordinator):
-- An instance block holds one pooled connection and one transaction for its whole life.
-  It takes a transaction-scoped advisory lock on the instance's key (this covers instances
-  that have no row yet) and reads the row `FOR UPDATE`; its changes are buffered and
-  written in the same transaction on clean exit. A worker that dies mid-block loses its
-  connection, so PostgreSQL rolls the transaction back and releases the lock.
-- Due alarms are claimed with `FOR UPDATE SKIP LOCKED` and a lease (`lease_until`), so two
-  workers never claim one alarm and a dead worker's claim expires.
-- A commit that sets an alarm sends `NOTIFY`; idle workers `LISTEN` and look again at once.
-- Connection failures outside a block's commit are retried with backoff; one that persists
-  surfaces as `StorageError`. A commit whose outcome is unknown is never retried.
+- Every operation is one short transaction on a pooled connection, returned at once. User
+  code never runs inside one: a worker *claims* work (a lease: a random token and an
+  expiry, stored in the row), runs it holding no connection, and writes the outcome in a
+  *fenced* transaction that commits only while its token still holds a live lease.
+- Leases expire by the database server's clock: claims, renewals, fences and every read
+  of a lease compare `lease_expires_at` with `now()`, and lease durations are intervals
+  added to it, so clock skew between hosts cannot make two workers hold one lease.
+- An instance block takes a transaction-scoped advisory lock on the instance's key (this
+  covers instances that have no row yet) and reads the row `FOR UPDATE`; its changes are
+  buffered and written in the same transaction on clean exit.
+- Due alarms are claimed with `FOR UPDATE SKIP LOCKED`. Pool events are claimed under an
+  advisory lock on the pool, so a pool's `concurrency` holds across every process.
+- A commit that may give a worker something to do (an earlier alarm, pushed events, a
+  finished, cancelled or released event, a released lease) or tell it its lease is gone (a
+  revoked or purged lease) sends `NOTIFY`; each worker process `LISTEN`s on one connection.
+- Connection failures before a commit are retried with backoff (nothing was written); one
+  that persists surfaces as `StorageError`. A commit whose outcome is unknown is never
+  retried. No `psycopg` exception escapes: they become `StorageError`.
 - Tables live in a schema of their own (default `durable_jobs`), versioned in
-  `durable_jobs_schema`; migrations run under an advisory lock when a storage opens.
+  `durable_jobs_schema`. An empty schema is created at the latest version on first use; an
+  older one is refused until `migrate()` (the `durable-jobs migrate` command) upgrades it,
+  a newer one always.
 """
 
 import asyncio
 import contextlib
 import re
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -32,13 +43,23 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from .._duration import DurationInput, to_timedelta
-from .._errors import StorageError
+from .._errors import SchemaMismatchError, StorageError
+from . import _upgrade_v1 as v1
 from ._buffered import BufferedTransaction, Changes
 from ._interface import (
+    CancelOutcome,
+    Claim,
     DeadLetter,
     InstanceKey,
     InstanceRecord,
+    InstanceStatus,
     InstanceTransaction,
+    ItemClaim,
+    ItemFinish,
+    JobKind,
+    Lease,
+    LeaseLostError,
+    PoolCounts,
     QueueItem,
     Storage,
 )
@@ -54,6 +75,9 @@ _Connection = psycopg.AsyncConnection[TupleRow]
 
 _SCHEMA_NAME: Final = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _RETRY_PAUSES: Final = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+_OWN_NOTIFY_MEMORY: Final = 60.0
+"""Seconds a backend that sent this storage's notification is remembered as its own (its
+notification arrives within milliseconds; the limit keeps a reused pid from being muted)."""
 """Pauses between tries of an operation whose connection failed (about 4 s in all)."""
 
 # (version, statements); append only: a released migration never changes.
@@ -96,11 +120,51 @@ _MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
             "CREATE INDEX queue_items_order ON queue_items (kind, job, id, priority DESC, seq)",
         ),
     ),
+    (
+        2,
+        (
+            # leases are a token and an expiry in the server's clock; the renames make a
+            # worker of schema 1 fail instead of running on schema 2
+            "ALTER TABLE instances RENAME COLUMN lease_until TO lease_expires_at",
+            "ALTER TABLE instances ADD COLUMN lease_token TEXT",
+            "CREATE INDEX instances_lease_token ON instances (lease_token)"
+            " WHERE lease_token IS NOT NULL",
+            "ALTER TABLE queue_items RENAME TO items",
+            "ALTER SEQUENCE queue_items_seq_seq RENAME TO items_seq_seq",
+            "ALTER TABLE items RENAME CONSTRAINT queue_items_pkey TO items_pkey",
+            "ALTER TABLE items RENAME CONSTRAINT queue_items_kind_job_id_event_id_key"
+            " TO items_kind_job_id_event_id_key",
+            "ALTER INDEX queue_items_order RENAME TO items_order",
+            """ALTER TABLE items
+                ADD COLUMN available_at TIMESTAMPTZ,
+                ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1,
+                ADD COLUMN retry_started_at TIMESTAMPTZ,
+                ADD COLUMN defects INTEGER NOT NULL DEFAULT 0,
+                ADD COLUMN last_error TEXT,
+                ADD COLUMN lease_token TEXT,
+                ADD COLUMN lease_expires_at TIMESTAMPTZ""",
+            # a pool event may start only when it is its partition key's head
+            "CREATE INDEX items_key_head ON items (kind, job, id, partition_key, seq)",
+            "CREATE INDEX items_lease_token ON items (lease_token) WHERE lease_token IS NOT NULL",
+        ),
+    ),
 )
 SCHEMA_VERSION: Final = _MIGRATIONS[-1][0]
 """The schema version this library writes."""
 
 _KEY: Final = "kind = %s AND job = %s AND id = %s"
+_LIVE: Final = "lease_expires_at > now()"
+"""A lease is live while its expiry is ahead of the server's clock."""
+_LIVE_LEASE: Final = (
+    f"CASE WHEN {_LIVE} THEN lease_token END, CASE WHEN {_LIVE} THEN lease_expires_at END"
+)
+"""The lease columns as reads report them: an expired lease reads as none."""
+_NEW_TOKEN: Final = "replace(gen_random_uuid()::text, '-', '')"
+_ITEM_COLUMNS: Final = (
+    "seq, event_id, event, priority, partition_key, enqueued_at, available_at, attempt,"
+    " retry_started_at, defects, last_error"
+)
+_LETTER_COLUMNS: Final = "letter_id, kind, job, id, state, meta, event, error, reason, attempts, at"
 
 
 def _time(value: object) -> datetime:
@@ -125,10 +189,17 @@ def _text_or_none(value: object) -> str | None:
     return None if value is None else str(value)
 
 
+def _lease_of(token: object, expires: object) -> Lease | None:
+    if token is None or expires is None:
+        return None
+    return Lease(token=str(token), expires_at=_time(expires))
+
+
 def _record_of(row: TupleRow) -> InstanceRecord:
+    """A record from `RECORD_COLUMNS` followed by the two `_LIVE_LEASE` columns."""
     # JSONB columns come decoded by psycopg's json loader: JSON values by construction
     kind, job, id, status, state, meta, alarm, attempt, retry_started, defects = row[:10]
-    last_error, created, updated = row[10:13]
+    last_error, created, updated, token, expires = row[10:15]
     return InstanceRecord(
         key=_key_of(kind, job, id),
         status=_status_of(status, f"{kind}:{job}:{id}"),
@@ -141,11 +212,14 @@ def _record_of(row: TupleRow) -> InstanceRecord:
         last_error=_text_or_none(last_error),
         created_at=_time(created),
         updated_at=_time(updated),
+        lease=_lease_of(token, expires),
     )
 
 
 def _item_of(row: TupleRow) -> QueueItem:
-    seq, event_id, event, priority, partition_key, enqueued = row
+    """An item from `_ITEM_COLUMNS` followed by the two `_LIVE_LEASE` columns."""
+    seq, event_id, event, priority, partition_key, enqueued, available = row[:7]
+    attempt, retry_started, defects, last_error, token, expires = row[7:13]
     return QueueItem(
         event_id=str(event_id),
         event=event,
@@ -153,6 +227,12 @@ def _item_of(row: TupleRow) -> QueueItem:
         partition_key=_text_or_none(partition_key),
         enqueued_at=_time(enqueued),
         seq=_int(seq),
+        available_at=_time_or_none(available),
+        attempt=_int(attempt),
+        retry_started_at=_time_or_none(retry_started),
+        defects=_int(defects),
+        last_error=_text_or_none(last_error),
+        lease=_lease_of(token, expires),
     )
 
 
@@ -171,19 +251,41 @@ def _letter_of(row: TupleRow) -> DeadLetter:
     )
 
 
+def _letter_params(letter: DeadLetter) -> tuple[object, ...]:
+    return (
+        letter.id,
+        *_key_params(letter.key),
+        Jsonb(letter.state),
+        Jsonb(letter.meta),
+        Jsonb(letter.event),
+        letter.error,
+        letter.reason,
+        letter.attempts,
+        letter.at,
+    )
+
+
+def _lock_name(schema: str, what: str, key: InstanceKey) -> str:
+    """The text hashed into an advisory lock's key (advisory locks span the database)."""
+    return "\x1f".join((schema, what, *_key_params(key)))
+
+
 class PostgresStorage:
     """
     Storage on PostgreSQL: many workers and clients on many hosts share one database.
 
     Give a connection string (`PostgresStorage("postgresql://app@db/jobs")`) or a
     `psycopg_pool.AsyncConnectionPool` you manage. Tables are created in `schema` on first
-    use. Size the pool for the worker's concurrency plus your clients: an instance block
-    holds one connection while it runs (an `execute` included).
+    use; a schema written by an older version is refused (`SchemaMismatchError`) until
+    `migrate()` upgrades it. Every operation holds a pooled connection only for its own
+    short transaction (a running execution holds none); a worker process also keeps one
+    for `LISTEN`.
 
     Args:
         dsn_or_pool: a libpq connection string, or an open or unopened async pool.
         schema: the PostgreSQL schema of the tables (lowercase letters, digits, `_`).
-        pool_size: the maximum connections of the pool this storage creates.
+        pool_size: the maximum connections of the pool this storage creates (a worker
+            keeps one of them for `LISTEN`: give a worker at least 2).
         open_timeout: how long opening waits for the server before `StorageError`.
     """
 
@@ -200,10 +302,8 @@ class PostgresStorage:
             raise ValueError(msg)
         self._schema = schema
         self._open_timeout = to_timedelta(open_timeout, field="open_timeout").total_seconds()
-        self._channel = f"durable_jobs_{schema}"
         if isinstance(dsn_or_pool, str):
-            self._dsn: str | None = dsn_or_pool
-            self._pool: AsyncConnectionPool[_Connection] = AsyncConnectionPool(
+            pool: AsyncConnectionPool[_Connection] = AsyncConnectionPool(
                 dsn_or_pool,
                 min_size=1,
                 max_size=pool_size,
@@ -212,18 +312,15 @@ class PostgresStorage:
             )
             self._owns_pool = True
         else:
-            self._dsn = None
-            self._pool = dsn_or_pool
+            pool = dsn_or_pool
             self._owns_pool = False
-        # A pool we created sets search_path on connect; a caller's pool is shared with other
-        # code, so each transaction sets it locally instead of changing the session.
-        self._scoped: sql.Composed | None = (
-            None
-            if self._owns_pool
-            else sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(schema))
-        )
+        self._db = _Database(pool, schema=schema, scoped=not self._owns_pool)
         self._ready = False
+        self._pool_open = False
+        self._closed = False
         self._opening = asyncio.Lock()
+        self._listener: _Connection | None = None
+        self._listening = asyncio.Lock()
 
     @property
     def schema(self) -> str:
@@ -231,67 +328,355 @@ class PostgresStorage:
         return self._schema
 
     async def open(self) -> None:
-        """Open the pool and apply pending migrations now (otherwise done on first use)."""
+        """
+        Open the pool and check the schema now (otherwise done on first use).
+
+        An empty schema is created at the latest version. Raises `SchemaMismatchError` when
+        the schema was written by another version (an older one needs `migrate()`).
+        """
         await self._ensure_open()
+
+    async def migrate(self) -> tuple[int, int]:
+        """
+        Bring the schema to this version's: `(version before, version after)`.
+
+        Every pending migration, and the upgrade of the stored data, runs in one
+        transaction under an advisory lock, so two processes migrating at once are safe
+        (the second finds nothing to do). Stop every worker first: a worker of the older
+        version fails against the new schema. There is no downgrade: a newer schema raises
+        `SchemaMismatchError`.
+        """
+        await self._open_pool()
+        try:
+            return await self._migrate(upgrade=True)
+        except psycopg.Error as exc:
+            msg = f"migrating PostgreSQL schema {self._schema!r} failed: {exc}"
+            raise StorageError(msg) from exc
 
     def instance(self, key: InstanceKey) -> AbstractAsyncContextManager[InstanceTransaction]:
         """Serialized, atomic access to one instance (an advisory lock and one transaction)."""
-        return _PostgresBlock(self._connect_block, self._release, self._channel, key, self._scoped)
+        return _PostgresBlock(self._db, self._ensure_open, key)
 
     async def read(self, key: InstanceKey) -> InstanceRecord | None:
-        """A committed snapshot of one record, without taking the instance."""
+        """A committed snapshot of one record (its lease if live), without taking it."""
 
         async def work(conn: _Connection) -> InstanceRecord | None:
             cursor = await conn.execute(
-                f"SELECT {_RECORD_COLUMNS} FROM instances WHERE {_KEY}", _key_params(key)
+                f"SELECT {_RECORD_COLUMNS}, {_LIVE_LEASE} FROM instances WHERE {_KEY}",
+                _key_params(key),
             )
             row = await cursor.fetchone()
             return None if row is None else _record_of(row)
 
         return await self._run(work)
 
-    async def claim_due(
-        self, now: datetime, *, limit: int, lease: timedelta
-    ) -> Sequence[InstanceKey]:
-        """Lease up to `limit` due, unleased alarms (`FOR UPDATE SKIP LOCKED`)."""
-        if limit <= 0:
-            return []
+    async def claim_due(self, now: datetime, *, limit: int, lease: timedelta) -> Sequence[Claim]:
+        """
+        Lease up to `limit` active instances due at `now` that hold no live lease.
 
-        async def work(conn: _Connection) -> list[InstanceKey]:
+        Rows are taken `FOR UPDATE SKIP LOCKED`, so concurrent claims never take one
+        instance twice; the lease expires `lease` after the server's `now()`.
+        """
+
+        async def work(conn: _Connection) -> list[Claim]:
+            await self._check_version(conn)
+            if limit <= 0:
+                return []
             cursor = await conn.execute(
-                "UPDATE instances SET lease_until = %s WHERE (kind, job, id) IN ("
-                " SELECT kind, job, id FROM instances"
-                " WHERE alarm_at <= %s AND (lease_until IS NULL OR lease_until <= %s)"
+                "WITH due AS ("
+                " SELECT kind AS due_kind, job AS due_job, id AS due_id FROM instances"
+                " WHERE alarm_at <= %s AND status = 'active'"
+                f" AND (lease_expires_at IS NULL OR NOT {_LIVE})"
                 " ORDER BY alarm_at, kind, job, id LIMIT %s FOR UPDATE SKIP LOCKED)"
-                " RETURNING alarm_at, kind, job, id",
-                (now + lease, now, now, limit),
+                f" UPDATE instances SET lease_token = {_NEW_TOKEN},"
+                " lease_expires_at = now() + %s FROM due"
+                " WHERE kind = due_kind AND job = due_job AND id = due_id"
+                f" RETURNING {_RECORD_COLUMNS}, lease_token, lease_expires_at",
+                (now, limit, lease),
             )
-            rows = await cursor.fetchall()
-            ordered = sorted((_time(at), str(k), str(j), str(i)) for at, k, j, i in rows)
-            return [_key_of(k, j, i) for _, k, j, i in ordered]
+            records = [_record_of(row) for row in await cursor.fetchall()]
+            records.sort(key=lambda r: (r.alarm_at, *_key_params(r.key)))
+            return [
+                Claim(key=r.key, token=r.lease.token, record=r)
+                for r in records
+                if r.lease is not None
+            ]
 
         return await self._run(work)
 
-    async def next_alarm_at(self) -> datetime | None:
-        """When `claim_due` can next return something (leases counted), or None."""
+    async def claim_items(
+        self, pools: Mapping[InstanceKey, int], now: datetime, *, limit: int, lease: timedelta
+    ) -> Sequence[ItemClaim]:
+        """
+        Lease up to `limit` ready events of `pools` (see `Storage.claim_items`).
+
+        Each pool's claim holds an advisory lock on the pool until it commits, so claims of
+        one pool never overlap and its `concurrency` holds across every process.
+        """
+
+        async def work(conn: _Connection) -> list[ItemClaim]:
+            await self._check_version(conn)
+            claimed: list[ItemClaim] = []
+            wanted = [(pool, concurrency) for pool, concurrency in pools.items() if concurrency > 0]
+            if limit <= 0 or not wanted:
+                return claimed
+            # one pool lock at a time, always in key order: claims never deadlock
+            for name in sorted({_lock_name(self._schema, "claim", pool) for pool, _ in wanted}):
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (name,))
+            for pool, concurrency in wanted:
+                if len(claimed) >= limit:
+                    break
+                claimed.extend(
+                    await _claim_pool(conn, pool, concurrency, now, limit - len(claimed), lease)
+                )
+            return claimed
+
+        return await self._run(work)
+
+    async def renew(self, tokens: Collection[str], lease: timedelta) -> frozenset[str]:
+        """Extend the live leases of `tokens` to `lease` after the server's `now()`."""
+        if not tokens:
+            return frozenset()
+
+        async def work(conn: _Connection) -> frozenset[str]:
+            cursor = await conn.execute(
+                "WITH held AS ("
+                " UPDATE instances SET lease_expires_at = now() + %(lease)s"
+                f" WHERE lease_token = ANY(%(tokens)s) AND {_LIVE} RETURNING lease_token),"
+                " items_held AS ("
+                " UPDATE items SET lease_expires_at = now() + %(lease)s"
+                f" WHERE lease_token = ANY(%(tokens)s) AND {_LIVE} RETURNING lease_token)"
+                " SELECT lease_token FROM held UNION ALL SELECT lease_token FROM items_held",
+                {"lease": lease, "tokens": list(tokens)},
+            )
+            return frozenset(str(token) for (token,) in await cursor.fetchall())
+
+        return await self._run(work)
+
+    async def release(self, tokens: Collection[str]) -> None:
+        """End the leases of `tokens` (the work is claimable again at once)."""
+        if not tokens:
+            return
+
+        async def work(conn: _Connection) -> None:
+            cursor = await conn.execute(
+                "WITH freed AS ("
+                " UPDATE instances SET lease_token = NULL, lease_expires_at = NULL"
+                " WHERE lease_token = ANY(%(tokens)s) RETURNING 1),"
+                " items_freed AS ("
+                " UPDATE items SET lease_token = NULL, lease_expires_at = NULL"
+                " WHERE lease_token = ANY(%(tokens)s) RETURNING 1)"
+                " SELECT (SELECT count(*) FROM freed) + (SELECT count(*) FROM items_freed)",
+                {"tokens": list(tokens)},
+            )
+            row = await cursor.fetchone()
+            if row is not None and _int(row[0]) > 0:
+                await self._db.notify(conn)
+
+        await self._run(work)
+
+    async def next_alarm_at(self, pools: Mapping[InstanceKey, int]) -> datetime | None:
+        """
+        When `claim_due` or `claim_items` (for `pools`) can next return something, or None.
+
+        Work held by a live lease is not counted, nor a pool that is paused or whose
+        `concurrency` is taken by live leases.
+        """
+        params = _pool_params(pools)
 
         async def work(conn: _Connection) -> datetime | None:
             cursor = await conn.execute(
-                "SELECT min(GREATEST(alarm_at, COALESCE(lease_until, alarm_at)))"
-                " FROM instances WHERE alarm_at IS NOT NULL"
+                "SELECT min(at) FROM ("
+                " (SELECT alarm_at AS at FROM instances"
+                "  WHERE alarm_at IS NOT NULL AND status = 'active'"
+                f"  AND (lease_expires_at IS NULL OR NOT {_LIVE}) ORDER BY alarm_at LIMIT 1)"
+                " UNION ALL"
+                " SELECT (SELECT min(coalesce(i.available_at, i.enqueued_at)) FROM items i"
+                "  WHERE i.kind = p.kind AND i.job = p.job AND i.id = p.id"
+                "  AND (i.lease_expires_at IS NULL OR i.lease_expires_at <= now())"
+                f"  AND {_KEY_HEAD})"
+                " FROM unnest(%s::text[], %s::text[], %s::text[], %s::int[])"
+                "  AS p(kind, job, id, concurrency)"
+                f" WHERE {_POOL_ACTIVE} AND {_POOL_FREE}"
+                ") AS candidates",
+                params,
             )
             row = await cursor.fetchone()
             return None if row is None else _time_or_none(row[0])
 
         return await self._run(work)
 
+    async def push_items(
+        self, pool: InstanceKey, items: Sequence[QueueItem], *, now: datetime
+    ) -> Sequence[bool]:
+        """
+        Queue events on a pool in one transaction; False for an id the pool has seen.
+
+        Remembering the ids is the dedupe: an id another transaction inserts at the same
+        time waits for it and is refused once it commits.
+        """
+        fresh: dict[str, QueueItem] = {}
+        for item in items:
+            fresh.setdefault(item.event_id, item)  # a repeat within the batch is refused
+        params = _key_params(pool)
+
+        async def work(conn: _Connection) -> frozenset[str]:
+            if not fresh:
+                return frozenset()
+            cursor = await conn.execute(
+                "INSERT INTO seen_events (kind, job, id, event_id, at)"
+                " SELECT %s, %s, %s, event_id, %s FROM unnest(%s::text[]) AS event_id"
+                " ON CONFLICT (kind, job, id, event_id) DO NOTHING RETURNING event_id",
+                (*params, now, list(fresh)),
+            )
+            accepted = frozenset(str(event_id) for (event_id,) in await cursor.fetchall())
+            if not accepted:
+                return accepted
+            await conn.execute(
+                f"INSERT INTO instances ({_RECORD_COLUMNS})"
+                " VALUES (%s, %s, %s, 'active', 'null', %s, NULL, 1, NULL, 0, NULL, %s, %s)"
+                " ON CONFLICT (kind, job, id) DO NOTHING",
+                (*params, Jsonb({"processed": 0}), now, now),
+            )
+            async with conn.cursor() as cursor:
+                # one row at a time in push order: seq numbers follow it
+                await cursor.executemany(
+                    "INSERT INTO items (kind, job, id, event_id, event, priority,"
+                    " partition_key, enqueued_at, available_at, attempt, retry_started_at,"
+                    " defects, last_error)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    [
+                        _item_params(pool, item)
+                        for item in fresh.values()
+                        if item.event_id in accepted
+                    ],
+                )
+            await self._db.notify(conn)
+            return accepted
+
+        accepted = await self._run(work)
+        taken: set[str] = set()
+        results: list[bool] = []
+        for item in items:
+            results.append(item.event_id in accepted and item.event_id not in taken)
+            taken.add(item.event_id)
+        return results
+
+    async def finish_item(self, pool: InstanceKey, finish: ItemFinish) -> None:
+        """
+        The fenced write of a pool event's run.
+
+        One transaction: the event is removed (or kept for its retry, lease ended) only
+        while `finish.token` holds its live lease, else `LeaseLostError` and nothing is
+        written; letters are added and `processed` is added to the pool's counter in SQL.
+        """
+        params = _key_params(pool)
+        fenced = f"{_KEY} AND event_id = %s AND lease_token = %s AND {_LIVE}"
+
+        async def work(conn: _Connection) -> None:
+            # the pool's row before the event's, the order of a block on the pool (which
+            # may delete events): the two never wait for each other in a cycle
+            if finish.processed:
+                await conn.execute(
+                    "UPDATE instances SET meta = CASE WHEN jsonb_typeof(meta) = 'object'"
+                    " THEN meta ELSE '{}'::jsonb END || jsonb_build_object('processed',"
+                    " CASE WHEN jsonb_typeof(meta -> 'processed') = 'number'"
+                    " THEN (meta ->> 'processed')::numeric ELSE 0 END + %s)"
+                    f" WHERE {_KEY}",
+                    (finish.processed, *params),
+                )
+            retry = finish.retry
+            if retry is None:
+                cursor = await conn.execute(
+                    f"DELETE FROM items WHERE {fenced} RETURNING 1",
+                    (*params, finish.event_id, finish.token),
+                )
+            else:
+                cursor = await conn.execute(
+                    "UPDATE items SET available_at = %s, attempt = %s, retry_started_at = %s,"
+                    " defects = %s, last_error = %s, lease_token = NULL, lease_expires_at = NULL"
+                    f" WHERE {fenced} RETURNING 1",
+                    (
+                        retry.available_at,
+                        retry.attempt,
+                        retry.retry_started_at,
+                        retry.defects,
+                        retry.last_error,
+                        *params,
+                        finish.event_id,
+                        finish.token,
+                    ),
+                )
+            if await cursor.fetchone() is None:
+                msg = f"the lease of event {finish.event_id!r} of {pool} was lost; nothing written"
+                raise LeaseLostError(msg)
+            await _write_letters(conn, finish.letters, ())
+            await self._db.notify(conn)
+
+        await self._run(work)
+
+    async def read_item(self, pool: InstanceKey, event_id: str) -> QueueItem | None:
+        """One of the pool's events as stored (with its lease while it is live), or None."""
+
+        async def work(conn: _Connection) -> QueueItem | None:
+            cursor = await conn.execute(
+                f"SELECT {_ITEM_COLUMNS}, {_LIVE_LEASE} FROM items WHERE {_KEY} AND event_id = %s",
+                (*_key_params(pool), event_id),
+            )
+            row = await cursor.fetchone()
+            return None if row is None else _item_of(row)
+
+        return await self._run(work)
+
+    async def cancel_item(self, pool: InstanceKey, event_id: str) -> CancelOutcome:
+        """Remove a pool event that holds no live lease."""
+        params = (*_key_params(pool), event_id)
+
+        async def work(conn: _Connection) -> CancelOutcome:
+            cursor = await conn.execute(
+                f"DELETE FROM items WHERE {_KEY} AND event_id = %s"
+                f" AND (lease_expires_at IS NULL OR NOT {_LIVE}) RETURNING 1",
+                params,
+            )
+            if await cursor.fetchone() is not None:
+                await self._db.notify(conn)  # the next event of its key may start now
+                return "cancelled"
+            cursor = await conn.execute(
+                f"SELECT 1 FROM items WHERE {_KEY} AND event_id = %s", params
+            )
+            return "not_found" if await cursor.fetchone() is None else "running"
+
+        return await self._run(work)
+
+    async def pool_counts(self, pool: InstanceKey) -> PoolCounts:
+        """How many of the pool's events are queued, running and waiting for a retry."""
+
+        async def work(conn: _Connection) -> PoolCounts:
+            cursor = await conn.execute(
+                f"SELECT count(*) FILTER (WHERE {_LIVE}),"
+                f" count(*) FILTER (WHERE (lease_expires_at IS NULL OR NOT {_LIVE})"
+                "  AND (attempt > 1 OR defects > 0)),"
+                f" count(*) FILTER (WHERE (lease_expires_at IS NULL OR NOT {_LIVE})"
+                "  AND attempt <= 1 AND defects <= 0)"
+                f" FROM items WHERE {_KEY}",
+                _key_params(pool),
+            )
+            row = await cursor.fetchone()
+            if row is None:
+                return PoolCounts(queued=0, running=0, retrying=0)
+            running, retrying, queued = row
+            return PoolCounts(queued=_int(queued), running=_int(running), retrying=_int(retrying))
+
+        return await self._run(work)
+
     async def list_instances(self, job: str | None = None) -> Sequence[InstanceRecord]:
-        """Every record, optionally of one job, in key order."""
+        """Every record, optionally of one job, in key order (leases if live)."""
 
         async def work(conn: _Connection) -> list[InstanceRecord]:
             where, params = ("", ()) if job is None else (" WHERE job = %s", (job,))
             cursor = await conn.execute(
-                f"SELECT {_RECORD_COLUMNS} FROM instances{where} ORDER BY kind, job, id",
+                f"SELECT {_RECORD_COLUMNS}, {_LIVE_LEASE} FROM instances{where}"
+                " ORDER BY kind, job, id",
                 params,
             )
             return [_record_of(row) for row in await cursor.fetchall()]
@@ -304,9 +689,7 @@ class PostgresStorage:
         async def work(conn: _Connection) -> list[DeadLetter]:
             where, params = ("", ()) if job is None else (" WHERE job = %s", (job,))
             cursor = await conn.execute(
-                "SELECT letter_id, kind, job, id, state, meta, event, error, reason,"
-                f" attempts, at FROM dead_letters{where} ORDER BY at, seq",
-                params,
+                f"SELECT {_LETTER_COLUMNS} FROM dead_letters{where} ORDER BY at, seq", params
             )
             return [_letter_of(row) for row in await cursor.fetchall()]
 
@@ -333,45 +716,105 @@ class PostgresStorage:
         return await self._run(work)
 
     async def wait_for_change(self) -> None:
-        """Return when another connection announced a new alarm (`LISTEN`/`NOTIFY`)."""
+        """
+        Return when another process may have changed what is due (`LISTEN`/`NOTIFY`).
+
+        The first call takes one pooled connection and keeps it, listening, until `close`:
+        a notification sent between two calls is not lost. Notifications that arrived
+        together wake the caller once; those of this storage's own commits do not wake it
+        (the engine of this process knows of them already). A lost connection is replaced
+        with backoff, and the call then returns, since a change may have been missed.
+        """
         await self._ensure_open()
-        pause = 0
-        while True:
-            try:
-                async with self._pool.connection() as conn:
-                    await conn.set_autocommit(True)
-                    try:
-                        await conn.execute(
-                            sql.SQL("LISTEN {}").format(sql.Identifier(self._channel))
-                        )
-                        async for _ in conn.notifies(stop_after=1):
+        async with self._listening:
+            missed = False
+            pause = 0
+            while True:
+                if self._closed:
+                    msg = "the PostgreSQL storage is closed"
+                    raise StorageError(msg)
+                try:
+                    conn = self._listener
+                    if conn is None:
+                        conn = self._listener = await self._listen()
+                        if missed:
                             return
-                    finally:
-                        with contextlib.suppress(psycopg.Error):
-                            await conn.execute(
-                                sql.SQL("UNLISTEN {}").format(sql.Identifier(self._channel))
-                            )
-                        await conn.set_autocommit(False)
-            except psycopg.OperationalError:
-                await asyncio.sleep(_RETRY_PAUSES[min(pause, len(_RETRY_PAUSES) - 1)])
-                pause += 1
+                    # this process's own commits wake its engine by themselves
+                    foreign = False
+                    async for note in conn.notifies(stop_after=1):
+                        foreign = foreign or not self._db.sent_here(note.pid)
+                    async for note in conn.notifies(timeout=0):  # the ones that came with it
+                        foreign = foreign or not self._db.sent_here(note.pid)
+                    if foreign:
+                        return
+                except psycopg.OperationalError:
+                    # changes made while no connection listened are missed: look again
+                    await self._drop_listener()
+                    missed = True
+                    await asyncio.sleep(_RETRY_PAUSES[min(pause, len(_RETRY_PAUSES) - 1)])
+                    pause += 1
+                except psycopg.Error as exc:
+                    await self._drop_listener()
+                    msg = f"PostgreSQL storage failed listening for changes: {exc}"
+                    raise StorageError(msg) from exc
 
     async def close(self) -> None:
-        """Close the pool (when this storage created it)."""
+        """Close the listening connection and the pool (when this storage created it)."""
+        self._closed = True
+        await self._drop_listener()
         if self._owns_pool:
-            await self._pool.close()
+            await self._db.pool.close()
 
     # -- plumbing -------------------------------------------------------------------------
+
+    async def _listen(self) -> _Connection:
+        conn = await self._db.pool.getconn()
+        try:
+            await conn.set_autocommit(True)
+            await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._db.channel)))
+        except BaseException:
+            await conn.close()
+            await self._db.pool.putconn(conn)
+            raise
+        return conn
+
+    async def _drop_listener(self) -> None:
+        conn, self._listener = self._listener, None
+        if conn is None:
+            return
+        if self._listening.locked() or conn.closed:
+            await conn.close()  # a waiter may be reading it: it fails, the pool replaces it
+        else:
+            try:  # nobody reads it: back to the pool, listening no more
+                await conn.execute(sql.SQL("UNLISTEN {}").format(sql.Identifier(self._db.channel)))
+                await conn.set_autocommit(False)
+            except psycopg.Error:
+                await conn.close()
+        await self._db.pool.putconn(conn)
+
+    async def _open_pool(self) -> None:
+        async with self._opening:
+            if self._pool_open:
+                return
+            try:
+                await self._db.pool.open(wait=True, timeout=self._open_timeout)
+            except psycopg.Error as exc:
+                msg = f"cannot open PostgreSQL storage (schema {self._schema!r}): {exc}"
+                raise StorageError(msg) from exc
+            self._pool_open = True
 
     async def _ensure_open(self) -> None:
         if self._ready:
             return
+        await self._open_pool()
         async with self._opening:
             if self._is_ready():  # another task opened it while we waited
                 return
             try:
-                await self._pool.open(wait=True, timeout=self._open_timeout)
-                await self._migrate()
+                # usually the schema is there: no lock, no DDL (nor the right to run it)
+                stored = await self._db.run(_found_version)
+                if stored != SCHEMA_VERSION:
+                    await self._migrate(upgrade=False)
             except psycopg.Error as exc:
                 msg = f"cannot open PostgreSQL storage (schema {self._schema!r}): {exc}"
                 raise StorageError(msg) from exc
@@ -380,8 +823,12 @@ class PostgresStorage:
     def _is_ready(self) -> bool:
         return self._ready
 
-    async def _migrate(self) -> None:
-        async with self._pool.connection() as conn, conn.transaction():
+    async def _migrate(self, *, upgrade: bool) -> tuple[int, int]:
+        """
+        Create an empty schema at the latest version, and with `upgrade` migrate an older
+        one; any other version than the latest raises `SchemaMismatchError`.
+        """
+        async with self._db.pool.connection() as conn, conn.transaction():
             # one migrator at a time across every process opening this database
             await conn.execute(
                 "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
@@ -397,16 +844,11 @@ class PostgresStorage:
                 "CREATE TABLE IF NOT EXISTS durable_jobs_schema"
                 " (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
             )
-            cursor = await conn.execute("SELECT max(version) FROM durable_jobs_schema")
-            row = await cursor.fetchone()
-            current = 0 if row is None or row[0] is None else _int(row[0])
-            if current > SCHEMA_VERSION:
-                msg = (
-                    f"the PostgreSQL schema {self._schema!r} has version {current}, newer than"
-                    f" this version of durable-jobs supports ({SCHEMA_VERSION}); upgrade"
-                    " durable-jobs"
-                )
-                raise StorageError(msg)
+            current = await _stored_version(conn)
+            if current > SCHEMA_VERSION or (0 < current < SCHEMA_VERSION and not upgrade):
+                raise SchemaMismatchError(self._mismatch(current))
+            # the data is read as schema 1 wrote it, before the migrations rename its tables
+            v1_rows = await _read_v1(conn) if current == 1 else None
             for version, statements in _MIGRATIONS:
                 if version <= current:
                     continue
@@ -415,43 +857,442 @@ class PostgresStorage:
                 await conn.execute(
                     "INSERT INTO durable_jobs_schema (version) VALUES (%s)", (version,)
                 )
+            if v1_rows is not None:
+                await _write_v2(conn, v1.upgrade(v1_rows))
+        return (current, SCHEMA_VERSION)
+
+    def _mismatch(self, stored: int) -> str:
+        where = f"the PostgreSQL schema {self._schema!r} has version {stored}"
+        if stored > SCHEMA_VERSION:
+            return (
+                f"{where}, newer than this version of durable-jobs supports"
+                f" ({SCHEMA_VERSION}); upgrade durable-jobs (there is no downgrade)"
+            )
+        return (
+            f"{where}, older than this version of durable-jobs needs ({SCHEMA_VERSION}):"
+            " stop every worker, run `durable-jobs migrate --dsn DSN"
+            f" --schema {self._schema}` (or `await storage.migrate()`), then start the"
+            " workers of this version"
+        )
+
+    async def _check_version(self, conn: _Connection) -> None:
+        """`SchemaMismatchError` unless the schema is still this version's (every claim)."""
+        stored = await _stored_version(conn)
+        if stored != SCHEMA_VERSION:
+            self._ready = False
+            raise SchemaMismatchError(self._mismatch(stored))
 
     async def _run(self, work: Callable[[_Connection], Awaitable[T]]) -> T:
-        """Run `work` in its own transaction; a failed connection is retried with backoff."""
         await self._ensure_open()
+        return await self._db.run(work)
+
+
+class _Database:
+    """The pool and what every transaction of one storage needs (blocks share it)."""
+
+    def __init__(
+        self, pool: "AsyncConnectionPool[_Connection]", *, schema: str, scoped: bool
+    ) -> None:
+        self.pool = pool
+        self.schema = schema
+        self.channel = f"durable_jobs_{schema}"
+        # A pool we created sets search_path on connect; a caller's pool is shared with other
+        # code, so each transaction sets it locally instead of changing the session.
+        self.scoped: sql.Composed | None = (
+            sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(schema))
+            if scoped
+            else None
+        )
+        self.senders: dict[int, float] = {}
+        """Backends that sent a notification lately, and when (local monotonic time)."""
+
+    async def run(self, work: Callable[[_Connection], Awaitable[T]]) -> T:
+        """
+        Run `work` in one transaction (see `_Transaction`), then commit.
+
+        A connection error before the commit is retried with backoff on a fresh connection
+        (the transaction rolled back: nothing was written); one during the commit is not,
+        since its outcome is unknown. Other errors roll back and propagate (psycopg's as
+        `StorageError`).
+        """
         tries = 0
         while True:
+            tx = await self.begin()
             try:
-                async with self._pool.connection() as conn, conn.transaction():
-                    if self._scoped is not None:
-                        await conn.execute(self._scoped)
-                    return await work(conn)
+                await self.scope(tx.conn)
+                result = await work(tx.conn)
             except psycopg.OperationalError as exc:
+                await tx.abort()
                 if tries == len(_RETRY_PAUSES):
                     msg = f"PostgreSQL storage failed after retries: {exc}"
                     raise StorageError(msg) from exc
                 await asyncio.sleep(_RETRY_PAUSES[tries])
                 tries += 1
-            except psycopg.Error as exc:
-                msg = f"PostgreSQL storage failed: {exc}"
-                raise StorageError(msg) from exc
+                continue
+            except BaseException as exc:
+                await tx.abort()
+                if isinstance(exc, psycopg.Error):
+                    msg = f"PostgreSQL storage failed: {exc}"
+                    raise StorageError(msg) from exc
+                raise
+            await tx.commit("a storage operation")
+            return result
 
-    async def _connect_block(self) -> _Connection:
-        """A pooled connection for one block (retried with backoff while it fails)."""
-        await self._ensure_open()
+    async def begin(self) -> "_Transaction":
+        """A transaction on a pooled connection (waiting, with backoff, while none comes)."""
         tries = 0
         while True:
             try:
-                return await self._pool.getconn()
+                conn = await self.pool.getconn()
             except psycopg.OperationalError as exc:
                 if tries == len(_RETRY_PAUSES):
                     msg = f"PostgreSQL storage unreachable: {exc}"
                     raise StorageError(msg) from exc
                 await asyncio.sleep(_RETRY_PAUSES[tries])
                 tries += 1
+                continue
+            return _Transaction(self.pool, conn)
 
-    async def _release(self, conn: _Connection) -> None:
-        await self._pool.putconn(conn)
+    async def scope(self, conn: _Connection) -> None:
+        """Point a transaction at the schema (on a caller's pool: see `scoped`)."""
+        if self.scoped is not None:
+            await conn.execute(self.scoped)
+
+    async def notify(self, conn: _Connection) -> None:
+        """Wake every listening worker of other processes when this transaction commits."""
+        now = time.monotonic()
+        for pid, sent in list(self.senders.items()):
+            if now - sent > _OWN_NOTIFY_MEMORY:
+                del self.senders[pid]
+        self.senders[conn.info.backend_pid] = now
+        await conn.execute("SELECT pg_notify(%s, '')", (self.channel,))
+
+    def sent_here(self, pid: int) -> bool:
+        """Whether a notification from backend `pid` came from this storage (a commit here)."""
+        return pid in self.senders
+
+
+class _Transaction:
+    """One transaction on one pooled connection, given back to the pool when it ends."""
+
+    def __init__(self, pool: "AsyncConnectionPool[_Connection]", conn: _Connection) -> None:
+        self.conn = conn
+        self._pool = pool
+
+    async def commit(self, what: str) -> None:
+        """Commit and give the connection back; `StorageError` unless it committed."""
+        try:
+            # a cancelled caller must not leave the commit half-known: wait for its end
+            await asyncio.shield(self._commit())
+        except psycopg.OperationalError as exc:
+            msg = f"PostgreSQL storage lost its connection committing {what} (outcome unknown)"
+            raise StorageError(f"{msg}: {exc}") from exc
+        except psycopg.Error as exc:
+            msg = f"PostgreSQL storage failed committing {what} (nothing was written): {exc}"
+            raise StorageError(msg) from exc
+
+    async def abort(self) -> None:
+        """Roll back (as far as the connection still can) and give the connection back."""
+        try:
+            await _quietly(self.conn.rollback())
+        finally:
+            await self._pool.putconn(self.conn)
+
+    async def _commit(self) -> None:
+        try:
+            await self.conn.commit()
+        finally:
+            await self._pool.putconn(self.conn)
+
+
+async def _quietly(step: Awaitable[None]) -> None:
+    """Run a clean-up step whose failure must not hide what the caller is reporting."""
+    with contextlib.suppress(psycopg.Error):
+        await step
+
+
+# -- pool events ---------------------------------------------------------------------------
+
+_KEY_HEAD: Final = (
+    "(i.partition_key IS NULL OR NOT EXISTS (SELECT 1 FROM items e"
+    " WHERE e.kind = i.kind AND e.job = i.job AND e.id = i.id"
+    " AND e.partition_key = i.partition_key AND e.seq < i.seq))"
+)
+"""`items i` is its partition key's head: no earlier event of its key is still queued."""
+_POOL_ACTIVE: Final = (
+    "NOT EXISTS (SELECT 1 FROM instances r"
+    " WHERE r.kind = p.kind AND r.job = p.job AND r.id = p.id AND r.status <> 'active')"
+)
+"""The pool `p` is not paused (a pool without a record is active)."""
+_POOL_FREE: Final = (
+    "(SELECT count(*) FROM items l WHERE l.lease_token IS NOT NULL"
+    " AND l.kind = p.kind AND l.job = p.job AND l.id = p.id AND l.lease_expires_at > now())"
+    " < p.concurrency"
+)
+"""Fewer of the pool `p`'s events than its concurrency hold a live lease."""
+
+
+def _pool_params(
+    pools: Mapping[InstanceKey, int],
+) -> tuple[list[str], list[str], list[str], list[int]]:
+    """The pools as four parallel arrays (kind, job, id, concurrency) for `unnest`."""
+    keys = list(pools)
+    return (
+        [key.kind.value for key in keys],
+        [key.job for key in keys],
+        [key.id for key in keys],
+        [pools[key] for key in keys],
+    )
+
+
+async def _claim_pool(
+    conn: _Connection,
+    pool: InstanceKey,
+    concurrency: int,
+    now: datetime,
+    limit: int,
+    lease: timedelta,
+) -> list[ItemClaim]:
+    """Lease the ready events of one pool (the caller holds the pool's claim lock)."""
+    kind, job, id = _key_params(pool)
+    this_pool = "kind = %(kind)s AND job = %(job)s AND id = %(id)s"
+    cursor = await conn.execute(
+        "WITH ready AS (SELECT i.seq AS ready_seq FROM items i"
+        " WHERE i.kind = %(kind)s AND i.job = %(job)s AND i.id = %(id)s"
+        f" AND NOT EXISTS (SELECT 1 FROM instances WHERE {this_pool} AND status <> 'active')"
+        " AND (i.lease_expires_at IS NULL OR i.lease_expires_at <= now())"
+        " AND (i.available_at IS NULL OR i.available_at <= %(now)s)"
+        f" AND {_KEY_HEAD}"
+        " ORDER BY i.priority DESC, i.seq"
+        # the free slots: live leases are counted after the pool's lock was taken
+        " LIMIT LEAST(%(limit)s, GREATEST(0, %(concurrency)s - (SELECT count(*) FROM items"
+        f"  WHERE lease_token IS NOT NULL AND {this_pool} AND {_LIVE})))"
+        " FOR UPDATE OF i SKIP LOCKED)"
+        f" UPDATE items SET lease_token = {_NEW_TOKEN}, lease_expires_at = now() + %(lease)s"
+        " FROM ready WHERE seq = ready_seq"
+        f" RETURNING {_ITEM_COLUMNS}, lease_token, lease_expires_at",
+        {
+            "kind": kind,
+            "job": job,
+            "id": id,
+            "concurrency": concurrency,
+            "now": now,
+            "limit": limit,
+            "lease": lease,
+        },
+    )
+    items = sorted((_item_of(row) for row in await cursor.fetchall()), key=_claim_order)
+    return [
+        ItemClaim(pool=pool, token=item.lease.token, item=item)
+        for item in items
+        if item.lease is not None
+    ]
+
+
+def _claim_order(item: QueueItem) -> tuple[int, int]:
+    return (-item.priority, item.seq)
+
+
+def _item_params(key: InstanceKey, item: QueueItem) -> tuple[object, ...]:
+    return (
+        *_key_params(key),
+        item.event_id,
+        Jsonb(item.event),
+        item.priority,
+        item.partition_key,
+        item.enqueued_at,
+        item.available_at,
+        item.attempt,
+        item.retry_started_at,
+        item.defects,
+        item.last_error,
+    )
+
+
+async def _write_letters(
+    conn: _Connection, letters: Sequence[DeadLetter], removed: Collection[str]
+) -> None:
+    """Add `letters` (replacing letters of the same ids) and delete `removed`."""
+    replaced = [*removed, *(letter.id for letter in letters)]
+    async with conn.cursor() as cursor:
+        if replaced:
+            await cursor.execute("DELETE FROM dead_letters WHERE letter_id = ANY(%s)", (replaced,))
+        if letters:
+            await cursor.executemany(
+                f"INSERT INTO dead_letters ({_LETTER_COLUMNS})"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                [_letter_params(letter) for letter in letters],
+            )
+
+
+async def _found_version(conn: _Connection) -> int:
+    """The stored schema version, or 0 when there is no schema yet."""
+    cursor = await conn.execute("SELECT to_regclass('durable_jobs_schema') IS NOT NULL")
+    row = await cursor.fetchone()
+    return 0 if row is None or not row[0] else await _stored_version(conn)
+
+
+async def _stored_version(conn: _Connection) -> int:
+    cursor = await conn.execute("SELECT max(version) FROM durable_jobs_schema")
+    row = await cursor.fetchone()
+    return 0 if row is None or row[0] is None else _int(row[0])
+
+
+# -- the v1 -> v2 data upgrade -------------------------------------------------------------
+
+
+async def _read_v1(conn: _Connection) -> v1.V1Rows:
+    """Every row of a schema-1 database, as the shared upgrade reads them."""
+    instances = await conn.execute(f"SELECT {_RECORD_COLUMNS} FROM instances")
+    items = await conn.execute(
+        "SELECT seq, kind, job, id, event_id, event, priority, partition_key, enqueued_at"
+        " FROM queue_items"
+    )
+    seen = await conn.execute("SELECT kind, job, id, event_id, at FROM seen_events")
+    letters = await conn.execute(f"SELECT seq, {_LETTER_COLUMNS} FROM dead_letters")
+    return v1.V1Rows(
+        instances=[_v1_instance(row) for row in await instances.fetchall()],
+        items=[_v1_item(row) for row in await items.fetchall()],
+        seen=[
+            v1.SeenRow(kind=str(k), job=str(j), id=str(i), event_id=str(e), at=_time(at))
+            for k, j, i, e, at in await seen.fetchall()
+        ],
+        letters=[_v1_letter(row) for row in await letters.fetchall()],
+    )
+
+
+def _v1_instance(row: TupleRow) -> v1.InstanceRow:
+    kind, job, id, status, state, meta, alarm, attempt, retry_started, defects = row[:10]
+    last_error, created, updated = row[10:13]
+    return v1.InstanceRow(
+        kind=str(kind),
+        job=str(job),
+        id=str(id),
+        status=str(status),
+        state=state,
+        meta=meta,
+        alarm_at=_time_or_none(alarm),
+        attempt=_int(attempt),
+        retry_started_at=_time_or_none(retry_started),
+        defects=_int(defects),
+        last_error=_text_or_none(last_error),
+        created_at=_time(created),
+        updated_at=_time(updated),
+    )
+
+
+def _v1_item(row: TupleRow) -> v1.V1ItemRow:
+    seq, kind, job, id, event_id, event, priority, partition_key, enqueued = row
+    return v1.V1ItemRow(
+        seq=_int(seq),
+        kind=str(kind),
+        job=str(job),
+        id=str(id),
+        event_id=str(event_id),
+        event=event,
+        priority=_int(priority),
+        partition_key=_text_or_none(partition_key),
+        enqueued_at=_time(enqueued),
+    )
+
+
+def _v1_letter(row: TupleRow) -> v1.LetterRow:
+    letter = _letter_of(row[1:])
+    kind, job, id = _key_params(letter.key)
+    return v1.LetterRow(
+        seq=_int(row[0]),
+        letter_id=letter.id,
+        kind=kind,
+        job=job,
+        id=id,
+        state=letter.state,
+        meta=letter.meta,
+        event=letter.event,
+        error=letter.error,
+        reason=letter.reason,
+        attempts=letter.attempts,
+        at=letter.at,
+    )
+
+
+async def _write_v2(conn: _Connection, rows: v1.V2Rows) -> None:
+    """Replace every row with the upgraded ones (same transaction as the migration)."""
+    for table in ("instances", "items", "seen_events", "dead_letters"):
+        await conn.execute(f"DELETE FROM {table}")
+    async with conn.cursor() as cursor:
+        await cursor.executemany(
+            f"INSERT INTO instances ({_RECORD_COLUMNS})"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            [
+                (
+                    r.kind,
+                    r.job,
+                    r.id,
+                    r.status,
+                    Jsonb(r.state),
+                    Jsonb(r.meta),
+                    r.alarm_at,
+                    r.attempt,
+                    r.retry_started_at,
+                    r.defects,
+                    r.last_error,
+                    r.created_at,
+                    r.updated_at,
+                )
+                for r in rows.instances
+            ],
+        )
+        await cursor.executemany(
+            f"INSERT INTO items (kind, job, id, {_ITEM_COLUMNS})"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            [
+                (
+                    i.kind,
+                    i.job,
+                    i.id,
+                    i.seq,
+                    i.event_id,
+                    Jsonb(i.event),
+                    i.priority,
+                    i.partition_key,
+                    i.enqueued_at,
+                    i.available_at,
+                    i.attempt,
+                    i.retry_started_at,
+                    i.defects,
+                    i.last_error,
+                )
+                for i in rows.items
+            ],
+        )
+        await cursor.executemany(
+            "INSERT INTO seen_events (kind, job, id, event_id, at) VALUES (%s, %s, %s, %s, %s)",
+            [(s.kind, s.job, s.id, s.event_id, s.at) for s in rows.seen],
+        )
+        await cursor.executemany(
+            f"INSERT INTO dead_letters (seq, {_LETTER_COLUMNS})"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            [
+                (
+                    d.seq,
+                    d.letter_id,
+                    d.kind,
+                    d.job,
+                    d.id,
+                    Jsonb(d.state),
+                    Jsonb(d.meta),
+                    Jsonb(d.event),
+                    d.error,
+                    d.reason,
+                    d.attempts,
+                    d.at,
+                )
+                for d in rows.letters
+            ],
+        )
+
+
+# -- instance blocks -----------------------------------------------------------------------
 
 
 class _ConnectionView:
@@ -469,8 +1310,8 @@ class _ConnectionView:
 
     async def queue_head(self, key: InstanceKey, skip: frozenset[str]) -> QueueItem | None:
         cursor = await self._conn.execute(
-            "SELECT seq, event_id, event, priority, partition_key, enqueued_at"
-            f" FROM queue_items WHERE {_KEY} AND NOT (event_id = ANY(%s))"
+            f"SELECT {_ITEM_COLUMNS}, {_LIVE_LEASE}"
+            f" FROM items WHERE {_KEY} AND NOT (event_id = ANY(%s))"
             " ORDER BY priority DESC, seq LIMIT 1",
             (*_key_params(key), list(skip)),
         )
@@ -479,20 +1320,20 @@ class _ConnectionView:
 
     async def queue_has(self, key: InstanceKey, event_id: str) -> bool:
         cursor = await self._conn.execute(
-            f"SELECT 1 FROM queue_items WHERE {_KEY} AND event_id = %s",
+            f"SELECT 1 FROM items WHERE {_KEY} AND event_id = %s",
             (*_key_params(key), event_id),
         )
         return await cursor.fetchone() is not None
 
     async def queue_size(self, key: InstanceKey) -> int:
         cursor = await self._conn.execute(
-            f"SELECT count(*) FROM queue_items WHERE {_KEY}", _key_params(key)
+            f"SELECT count(*) FROM items WHERE {_KEY}", _key_params(key)
         )
         row = await cursor.fetchone()
         return 0 if row is None else _int(row[0])
 
     async def max_seq(self) -> int:
-        cursor = await self._conn.execute("SELECT coalesce(max(seq), 0) FROM queue_items")
+        cursor = await self._conn.execute("SELECT coalesce(max(seq), 0) FROM items")
         row = await cursor.fetchone()
         return 0 if row is None else _int(row[0])
 
@@ -501,34 +1342,29 @@ class _PostgresBlock:
     """`async with storage.instance(key) as tx`: lock, read, buffer, write, commit."""
 
     def __init__(
-        self,
-        connect: Callable[[], Awaitable[_Connection]],
-        release: Callable[[_Connection], Awaitable[None]],
-        channel: str,
-        key: InstanceKey,
-        scoped: sql.Composed | None,
+        self, db: _Database, ensure_open: Callable[[], Awaitable[None]], key: InstanceKey
     ) -> None:
-        self._connect = connect
-        self._release = release
-        self._channel = channel
+        self._db = db
+        self._ensure_open = ensure_open
         self._key = key
-        self._scoped = scoped
-        self._conn: _Connection | None = None
+        self._open: _Transaction | None = None
+        self._committed: InstanceRecord | None = None
         self._tx: BufferedTransaction | None = None
 
     async def __aenter__(self) -> InstanceTransaction:
-        if self._conn is not None:
+        if self._open is not None:
             msg = "a storage.instance(...) block cannot be entered twice"
             raise RuntimeError(msg)
+        await self._ensure_open()
         tries = 0
         while True:
-            conn = await self._connect()
+            opened = await self._db.begin()
             try:
-                record = await self._lock_and_read(conn)
+                record = await self._lock_and_read(opened.conn)
             except psycopg.OperationalError as exc:
                 # Nothing was written yet, so a connection that died (a restarted server, a
                 # killed backend, a failover) is replaced and the opening tried again.
-                await self._give_back(conn, commit=False)
+                await opened.abort()
                 if tries == len(_RETRY_PAUSES):
                     msg = f"PostgreSQL storage failed opening {self._key}: {exc}"
                     raise StorageError(msg) from exc
@@ -536,14 +1372,15 @@ class _PostgresBlock:
                 tries += 1
                 continue
             except BaseException as exc:
-                await self._give_back(conn, commit=False)
+                await opened.abort()
                 if isinstance(exc, psycopg.Error):
                     msg = f"PostgreSQL storage failed opening {self._key}: {exc}"
                     raise StorageError(msg) from exc
                 raise
             break
-        self._conn = conn
-        self._tx = BufferedTransaction(_ConnectionView(conn), self._key, record)
+        self._open = opened
+        self._committed = record
+        self._tx = BufferedTransaction(_ConnectionView(opened.conn), self._key, record)
         return self._tx
 
     async def __aexit__(
@@ -552,134 +1389,88 @@ class _PostgresBlock:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        conn, tx = self._conn, self._tx
-        if conn is None or tx is None:
+        opened, tx = self._open, self._tx
+        if opened is None or tx is None:
             return
         changes = tx.close()
         if exc_type is not None:
-            await self._give_back(conn, commit=False)
+            await opened.abort()
             return
         try:
-            notify = await _apply(conn, self._key, changes)
-            if notify:
-                await conn.execute("SELECT pg_notify(%s, '')", (self._channel,))
+            if await _apply(opened.conn, self._key, changes, self._committed):
+                await self._db.notify(opened.conn)
         except BaseException as error:
-            await self._give_back(conn, commit=False)
+            await opened.abort()
             if isinstance(error, psycopg.Error):
                 msg = f"PostgreSQL storage failed writing {self._key}: {error}"
                 raise StorageError(msg) from error
             raise
-        try:
-            # a cancelled caller must not leave the commit half-known: wait for its end
-            await asyncio.shield(self._give_back(conn, commit=True))
-        except psycopg.Error as error:
-            msg = f"PostgreSQL storage failed committing {self._key}: {error}"
-            raise StorageError(msg) from error
+        await opened.commit(str(self._key))
 
     async def _lock_and_read(self, conn: _Connection) -> InstanceRecord | None:
-        if self._scoped is not None:
-            await conn.execute(self._scoped)
-        params = _key_params(self._key)
+        await self._db.scope(conn)
         await conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", ("\x1f".join(params),)
+            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+            (_lock_name(self._db.schema, "instance", self._key),),
         )
         cursor = await conn.execute(
-            f"SELECT {_RECORD_COLUMNS} FROM instances WHERE {_KEY} FOR UPDATE", params
+            f"SELECT {_RECORD_COLUMNS}, {_LIVE_LEASE} FROM instances WHERE {_KEY} FOR UPDATE",
+            _key_params(self._key),
         )
         row = await cursor.fetchone()
         return None if row is None else _record_of(row)
 
-    async def _give_back(self, conn: _Connection, *, commit: bool) -> None:
-        try:
-            if commit:
-                await conn.commit()
-            else:
-                with contextlib.suppress(psycopg.Error):
-                    await conn.rollback()
-        finally:
-            await self._release(conn)
 
+async def _apply(
+    conn: _Connection, key: InstanceKey, changes: Changes, committed: InstanceRecord | None
+) -> bool:
+    """
+    Write one block's changes; True when other workers should look again.
 
-async def _apply(conn: _Connection, key: InstanceKey, changes: Changes) -> bool:
-    """Write one block's changes; True when an alarm was set (others should look again)."""
+    They should when the block gives them something to do (an alarm earlier than they
+    know of, an instance made active, a lease released, events pushed) or ends a lease
+    somebody else holds (revoked or purged: its worker learns at once).
+    """
     params = _key_params(key)
-    notify = False
-    if changes.record_changed:
-        record = changes.record
-        if record is None:
-            await conn.execute(f"DELETE FROM instances WHERE {_KEY}", params)
-        else:
-            notify = record.alarm_at is not None
-            await conn.execute(
-                f"INSERT INTO instances ({_RECORD_COLUMNS}, lease_until)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, NULL)"
-                " ON CONFLICT (kind, job, id) DO UPDATE SET status = EXCLUDED.status,"
-                " state = EXCLUDED.state, meta = EXCLUDED.meta, alarm_at = EXCLUDED.alarm_at,"
-                " attempt = EXCLUDED.attempt, retry_started_at = EXCLUDED.retry_started_at,"
-                " defects = EXCLUDED.defects, last_error = EXCLUDED.last_error,"
-                " created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at,"
-                " lease_until = NULL",
-                (
-                    *params,
-                    record.status.value,
-                    Jsonb(record.state),
-                    Jsonb(record.meta),
-                    record.alarm_at,
-                    record.attempt,
-                    record.retry_started_at,
-                    record.defects,
-                    record.last_error,
-                    record.created_at,
-                    record.updated_at,
-                ),
+    if changes.fence is not None:
+        fenced = f"{_KEY} AND lease_token = %s AND {_LIVE}"
+        if changes.release:
+            cursor = await conn.execute(
+                "UPDATE instances SET lease_token = NULL, lease_expires_at = NULL"
+                f" WHERE {fenced} RETURNING 1",
+                (*params, changes.fence),
             )
+            held = await cursor.fetchone() is not None
+        else:
+            cursor = await conn.execute(
+                f"SELECT 1 FROM instances WHERE {fenced}", (*params, changes.fence)
+            )
+            held = await cursor.fetchone() is not None
+        if not held:
+            msg = f"the lease of {key} was lost before its finish; nothing was written"
+            raise LeaseLostError(msg)
+    if changes.revoke:
+        await conn.execute(
+            f"UPDATE instances SET lease_token = NULL, lease_expires_at = NULL WHERE {_KEY}",
+            params,
+        )
+    if changes.record_changed:
+        await _write_record(conn, key, changes.record)
     async with conn.cursor() as cursor:
         if changes.queue_purged:
-            await cursor.execute(f"DELETE FROM queue_items WHERE {_KEY}", params)
+            await cursor.execute(f"DELETE FROM items WHERE {_KEY}", params)
         if changes.removed:
             await cursor.execute(
-                f"DELETE FROM queue_items WHERE {_KEY} AND event_id = ANY(%s)",
+                f"DELETE FROM items WHERE {_KEY} AND event_id = ANY(%s)",
                 (*params, list(changes.removed)),
             )
         if changes.pushed:
-            notify = True
             await cursor.executemany(
-                "INSERT INTO queue_items (kind, job, id, event_id, event, priority,"
-                " partition_key, enqueued_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                [
-                    (
-                        *params,
-                        item.event_id,
-                        Jsonb(item.event),
-                        item.priority,
-                        item.partition_key,
-                        item.enqueued_at,
-                    )
-                    for item in changes.pushed
-                ],
-            )
-        replaced = [*changes.letters_removed, *(letter.id for letter in changes.letters)]
-        if replaced:
-            await cursor.execute("DELETE FROM dead_letters WHERE letter_id = ANY(%s)", (replaced,))
-        if changes.letters:
-            await cursor.executemany(
-                "INSERT INTO dead_letters (letter_id, kind, job, id, state, meta, event,"
-                " error, reason, attempts, at) VALUES"
-                " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                [
-                    (
-                        letter.id,
-                        *_key_params(letter.key),
-                        Jsonb(letter.state),
-                        Jsonb(letter.meta),
-                        Jsonb(letter.event),
-                        letter.error,
-                        letter.reason,
-                        letter.attempts,
-                        letter.at,
-                    )
-                    for letter in changes.letters
-                ],
+                "INSERT INTO items (kind, job, id, event_id, event, priority,"
+                " partition_key, enqueued_at, available_at, attempt, retry_started_at,"
+                " defects, last_error)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                [_item_params(key, item) for item in changes.pushed],
             )
         if changes.remembered:
             await cursor.executemany(
@@ -687,7 +1478,60 @@ async def _apply(conn: _Connection, key: InstanceKey, changes: Changes) -> bool:
                 " ON CONFLICT (kind, job, id, event_id) DO UPDATE SET at = EXCLUDED.at",
                 [(*params, event_id, at) for event_id, at in changes.remembered],
             )
-    return notify
+    await _write_letters(conn, changes.letters, changes.letters_removed)
+    return _wakes_workers(changes, committed)
+
+
+def _wakes_workers(changes: Changes, committed: InstanceRecord | None) -> bool:
+    if changes.pushed:
+        return True
+    held = None if committed is None else committed.lease
+    purged = changes.record_changed and changes.record is None
+    if held is not None and held.token != changes.fence and (changes.revoke or purged):
+        return True  # a lease someone else holds is gone: its worker must learn at once
+    final = changes.record if changes.record_changed else committed
+    if final is None or final.status is not InstanceStatus.ACTIVE:
+        return False
+    if committed is None or committed.status is not InstanceStatus.ACTIVE:
+        # claimable from now on: its alarm, or a resumed pool's events
+        return final.alarm_at is not None or final.key.kind is JobKind.WORKER_POOL
+    if final.alarm_at is None:
+        return False
+    if held is not None:
+        # workers do not count a leased alarm: they learn of it when the lease ends
+        return changes.revoke or (changes.fence is not None and changes.release)
+    # they know every other alarm, and a later one finds them awake in time
+    return committed.alarm_at is None or final.alarm_at < committed.alarm_at
+
+
+async def _write_record(conn: _Connection, key: InstanceKey, record: InstanceRecord | None) -> None:
+    """Insert, replace or delete the record; its lease is left as it is."""
+    params = _key_params(key)
+    if record is None:
+        await conn.execute(f"DELETE FROM instances WHERE {_KEY}", params)
+        return
+    await conn.execute(
+        f"INSERT INTO instances ({_RECORD_COLUMNS})"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (kind, job, id) DO UPDATE SET status = EXCLUDED.status,"
+        " state = EXCLUDED.state, meta = EXCLUDED.meta, alarm_at = EXCLUDED.alarm_at,"
+        " attempt = EXCLUDED.attempt, retry_started_at = EXCLUDED.retry_started_at,"
+        " defects = EXCLUDED.defects, last_error = EXCLUDED.last_error,"
+        " created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at",
+        (
+            *params,
+            record.status.value,
+            Jsonb(record.state),
+            Jsonb(record.meta),
+            record.alarm_at,
+            record.attempt,
+            record.retry_started_at,
+            record.defects,
+            record.last_error,
+            record.created_at,
+            record.updated_at,
+        ),
+    )
 
 
 if TYPE_CHECKING:

@@ -2,49 +2,64 @@
 `SqliteStorage`: the storage protocol on one SQLite file (WAL), for one or many processes.
 
 Design, briefly:
-- Every SQLite call runs on one dedicated thread per storage (one connection), so a busy
-  database or a slow disk never stalls the event loop.
-- An instance block is serialized across processes by a row in `instance_locks` (owner +
-  expiry, refreshed while the block is open) and inside one process by an asyncio lock per
-  key. The block's changes are buffered and written in ONE transaction on clean exit, which
-  also checks and drops the lock row; user code never runs inside a write transaction, so a
-  slow `execute` does not hold SQLite's single write lock.
-- A process that dies holding a lock row loses it when the row expires; a claimed alarm's
-  lease (`instances.lease_until`) expires the same way, so the alarm runs again.
-- Times are stored as integer microseconds since the Unix epoch (UTC); JSON as text.
-- The schema is versioned in `durable_jobs_schema`; pending migrations run on open, and a
-  file written by a newer version is refused with a `StorageError`.
+- An instance block is ONE write transaction: `BEGIN IMMEDIATE` when it opens (SQLite's
+  single write lock serializes it against every writer of the file, in every process),
+  its short body, `COMMIT` (or `ROLLBACK`) when it ends. The storage's other writes wait
+  for an open block. A process that dies inside a block leaves nothing behind: SQLite's
+  lock dies with it and the uncommitted transaction is discarded.
+- User code never runs inside a block. A worker claims due work in one short transaction
+  that writes a lease (a random token and an expiry) on the instance or pool-item row, and
+  finishes in a block that re-checks the lease in its commit (fencing). Leases expire by
+  the host's wall clock (`time.time()`), never by the engine clock; hosts sharing one file
+  share that clock.
+- Every SQLite call runs on the storage's own threads, never on the event loop: one
+  thread with the connection that writes, one with a read-only connection, so snapshot
+  reads (`read`, `status`, `next_alarm_at`, ...) never wait for a block (WAL).
+- Times are integer microseconds since the Unix epoch (UTC); JSON is text.
+- The schema is versioned in `durable_jobs_schema`. An empty file gets the latest schema;
+  a file of an older or newer schema is refused with `SchemaMismatchError` (every claim
+  checks again) until `durable-jobs migrate` (`SqliteStorage.migrate`) upgrades it.
 """
 
 import asyncio
 import contextlib
 import json
 import os
+import shlex
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Collection, Generator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+import attrs
 
 from .._duration import DurationInput, to_timedelta
-from .._errors import StorageError
+from .._errors import SchemaMismatchError, StorageError
 from .._types import JsonValue
+from . import _upgrade_v1 as v1
 from ._buffered import BufferedTransaction, Changes
 from ._interface import (
+    CancelOutcome,
+    Claim,
     DeadLetter,
     InstanceKey,
     InstanceRecord,
     InstanceTransaction,
+    ItemClaim,
+    ItemFinish,
+    Lease,
+    LeaseLostError,
+    PoolCounts,
     QueueItem,
     Storage,
 )
-from ._keylocks import KeyLocks
 from ._rows import RECORD_COLUMNS as _RECORD_COLUMNS
 from ._rows import key_of as _key_of
 from ._rows import key_params as _key_params
@@ -56,57 +71,87 @@ T = TypeVar("T")
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND: Final = timedelta(microseconds=1)
 
-# (version, statements); append only: a released migration never changes.
-_MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
-    (
-        1,
-        (
-            """CREATE TABLE instances (
-                kind TEXT NOT NULL, job TEXT NOT NULL, id TEXT NOT NULL,
-                status TEXT NOT NULL, state TEXT NOT NULL, meta TEXT NOT NULL,
-                alarm_at INTEGER, lease_until INTEGER,
-                attempt INTEGER NOT NULL, retry_started_at INTEGER, defects INTEGER NOT NULL,
-                last_error TEXT, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,
-                PRIMARY KEY (kind, job, id)
-            ) WITHOUT ROWID""",
-            "CREATE INDEX instances_alarm ON instances (alarm_at) WHERE alarm_at IS NOT NULL",
-            """CREATE TABLE dead_letters (
-                seq INTEGER PRIMARY KEY AUTOINCREMENT, letter_id TEXT NOT NULL UNIQUE,
-                kind TEXT NOT NULL, job TEXT NOT NULL, id TEXT NOT NULL,
-                state TEXT NOT NULL, meta TEXT NOT NULL, event TEXT NOT NULL,
-                error TEXT NOT NULL,
-                reason TEXT NOT NULL, attempts INTEGER NOT NULL, at INTEGER NOT NULL
-            )""",
-            "CREATE INDEX dead_letters_at ON dead_letters (at, seq)",
-            """CREATE TABLE seen_events (
-                kind TEXT NOT NULL, job TEXT NOT NULL, id TEXT NOT NULL,
-                event_id TEXT NOT NULL, at INTEGER NOT NULL,
-                PRIMARY KEY (kind, job, id, event_id)
-            ) WITHOUT ROWID""",
-            "CREATE INDEX seen_events_at ON seen_events (at)",
-            """CREATE TABLE queue_items (
-                seq INTEGER PRIMARY KEY AUTOINCREMENT,
-                kind TEXT NOT NULL, job TEXT NOT NULL, id TEXT NOT NULL,
-                event_id TEXT NOT NULL, event TEXT NOT NULL, priority INTEGER NOT NULL,
-                partition_key TEXT, enqueued_at INTEGER NOT NULL,
-                UNIQUE (kind, job, id, event_id)
-            )""",
-            "CREATE INDEX queue_items_order ON queue_items (kind, job, id, priority DESC, seq)",
-            """CREATE TABLE instance_locks (
-                kind TEXT NOT NULL, job TEXT NOT NULL, id TEXT NOT NULL,
-                owner TEXT NOT NULL, until INTEGER NOT NULL,
-                PRIMARY KEY (kind, job, id)
-            ) WITHOUT ROWID""",
-        ),
-    ),
+_MIGRATION_1: Final = (
+    """CREATE TABLE instances (
+        kind TEXT NOT NULL, job TEXT NOT NULL, id TEXT NOT NULL,
+        status TEXT NOT NULL, state TEXT NOT NULL, meta TEXT NOT NULL,
+        alarm_at INTEGER, lease_until INTEGER,
+        attempt INTEGER NOT NULL, retry_started_at INTEGER, defects INTEGER NOT NULL,
+        last_error TEXT, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,
+        PRIMARY KEY (kind, job, id)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX instances_alarm ON instances (alarm_at) WHERE alarm_at IS NOT NULL",
+    """CREATE TABLE dead_letters (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, letter_id TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL, job TEXT NOT NULL, id TEXT NOT NULL,
+        state TEXT NOT NULL, meta TEXT NOT NULL, event TEXT NOT NULL,
+        error TEXT NOT NULL,
+        reason TEXT NOT NULL, attempts INTEGER NOT NULL, at INTEGER NOT NULL
+    )""",
+    "CREATE INDEX dead_letters_at ON dead_letters (at, seq)",
+    """CREATE TABLE seen_events (
+        kind TEXT NOT NULL, job TEXT NOT NULL, id TEXT NOT NULL,
+        event_id TEXT NOT NULL, at INTEGER NOT NULL,
+        PRIMARY KEY (kind, job, id, event_id)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX seen_events_at ON seen_events (at)",
+    """CREATE TABLE queue_items (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL, job TEXT NOT NULL, id TEXT NOT NULL,
+        event_id TEXT NOT NULL, event TEXT NOT NULL, priority INTEGER NOT NULL,
+        partition_key TEXT, enqueued_at INTEGER NOT NULL,
+        UNIQUE (kind, job, id, event_id)
+    )""",
+    "CREATE INDEX queue_items_order ON queue_items (kind, job, id, priority DESC, seq)",
+    """CREATE TABLE instance_locks (
+        kind TEXT NOT NULL, job TEXT NOT NULL, id TEXT NOT NULL,
+        owner TEXT NOT NULL, until INTEGER NOT NULL,
+        PRIMARY KEY (kind, job, id)
+    ) WITHOUT ROWID""",
 )
-SCHEMA_VERSION: Final = _MIGRATIONS[-1][0]
-"""The schema version this library writes."""
+
+# The claim -> run -> finish model: leases with tokens, one queue per pool with per-event
+# retry bookkeeping, no lock rows. The renames make a worker of schema 1 fail instead of
+# running against this schema.
+_MIGRATION_2: Final = (
+    "ALTER TABLE instances RENAME COLUMN lease_until TO lease_expires_at",
+    "ALTER TABLE instances ADD COLUMN lease_token TEXT",
+    "CREATE INDEX instances_lease ON instances (lease_token) WHERE lease_token IS NOT NULL",
+    "ALTER TABLE queue_items RENAME TO items",
+    "ALTER TABLE items ADD COLUMN available_at INTEGER",
+    "ALTER TABLE items ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1",
+    "ALTER TABLE items ADD COLUMN retry_started_at INTEGER",
+    "ALTER TABLE items ADD COLUMN defects INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE items ADD COLUMN last_error TEXT",
+    "ALTER TABLE items ADD COLUMN lease_token TEXT",
+    "ALTER TABLE items ADD COLUMN lease_expires_at INTEGER",
+    "DROP INDEX queue_items_order",
+    "CREATE INDEX items_order ON items (kind, job, id, priority DESC, seq)",
+    "CREATE INDEX items_key_head ON items (kind, job, id, partition_key, seq)",
+    "CREATE INDEX items_lease ON items (lease_token) WHERE lease_token IS NOT NULL",
+    "DROP TABLE instance_locks",
+)
+
+_Migration = tuple[int, tuple[str, ...], Callable[[sqlite3.Connection], None] | None]
+
+SCHEMA_VERSION: Final = 2
+"""The schema version this library reads and writes."""
 
 _CHANGE_POLL: Final = 0.02
 """Seconds between two looks at the file for other processes' commits."""
 
 _KEY: Final = "kind = ? AND job = ? AND id = ?"
+_LIVE: Final = "lease_token IS NOT NULL AND lease_expires_at > ?"
+_FREE: Final = "(lease_token IS NULL OR lease_expires_at <= ?)"
+_ITEM_COLUMNS: Final = (
+    "seq, event_id, event, priority, partition_key, enqueued_at, available_at, attempt,"
+    " retry_started_at, defects, last_error, lease_token, lease_expires_at"
+)
+_IS_KEY_HEAD: Final = (
+    "(i.partition_key IS NULL OR NOT EXISTS (SELECT 1 FROM items AS e"
+    " WHERE e.kind = i.kind AND e.job = i.job AND e.id = i.id"
+    " AND e.partition_key = i.partition_key AND e.seq < i.seq))"
+)
 
 
 def _micros(when: datetime) -> int:
@@ -128,6 +173,15 @@ def _when_or_none(micros: int | None) -> datetime | None:
     return None if micros is None else _when(micros)
 
 
+def _lease_now() -> int:
+    """The lease clock: the host's wall clock, in microseconds."""
+    return time.time_ns() // 1000
+
+
+def _lease_micros(lease: timedelta) -> int:
+    return lease // _MICROSECOND
+
+
 def _dump(value: JsonValue) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
@@ -141,14 +195,35 @@ def _load(text: str, what: str) -> JsonValue:
     return value
 
 
+def _live_lease(token: str | None, expires: int | None, now_us: int) -> Lease | None:
+    if token is None or expires is None or expires <= now_us:
+        return None
+    return Lease(token=token, expires_at=_when(expires))
+
+
 _RecordRow = tuple[
-    str, str, str, str, str, str, int | None, int, int | None, int, str | None, int, int
+    str,
+    str,
+    str,
+    str,
+    str,
+    str,
+    int | None,
+    int,
+    int | None,
+    int,
+    str | None,
+    int,
+    int,
+    str | None,
+    int | None,
 ]
+_RECORD_AND_LEASE: Final = f"{_RECORD_COLUMNS}, lease_token, lease_expires_at"
 
 
-def _record_of(row: _RecordRow) -> InstanceRecord:
+def _record_of(row: _RecordRow, now_us: int) -> InstanceRecord:
     kind, job, id, status, state, meta, alarm, attempt, retry_started, defects = row[:10]
-    last_error, created, updated = row[10:]
+    last_error, created, updated, token, expires = row[10:]
     what = f"{kind}:{job}:{id}"
     return InstanceRecord(
         key=_key_of(kind, job, id),
@@ -162,6 +237,7 @@ def _record_of(row: _RecordRow) -> InstanceRecord:
         last_error=last_error,
         created_at=_when(created),
         updated_at=_when(updated),
+        lease=_live_lease(token, expires, now_us),
     )
 
 
@@ -181,11 +257,26 @@ def _record_params(record: InstanceRecord) -> tuple[object, ...]:
     )
 
 
-_ItemRow = tuple[int, str, str, int, str | None, int]
+_ItemRow = tuple[
+    int,
+    str,
+    str,
+    int,
+    str | None,
+    int,
+    int | None,
+    int,
+    int | None,
+    int,
+    str | None,
+    str | None,
+    int | None,
+]
 
 
-def _item_of(row: _ItemRow, what: str) -> QueueItem:
-    seq, event_id, event, priority, partition_key, enqueued = row
+def _item_of(row: _ItemRow, what: str, now_us: int) -> QueueItem:
+    seq, event_id, event, priority, partition_key, enqueued, available = row[:7]
+    attempt, retry_started, defects, last_error, token, expires = row[7:]
     return QueueItem(
         event_id=event_id,
         event=_load(event, what),
@@ -193,171 +284,435 @@ def _item_of(row: _ItemRow, what: str) -> QueueItem:
         partition_key=partition_key,
         enqueued_at=_when(enqueued),
         seq=seq,
+        available_at=_when_or_none(available),
+        attempt=attempt,
+        retry_started_at=_when_or_none(retry_started),
+        defects=defects,
+        last_error=last_error,
+        lease=_live_lease(token, expires, now_us),
     )
 
 
-class _LockLostError(Exception):
-    """Our lock row expired and another process took the instance."""
+def _item_params(pool: InstanceKey, item: QueueItem) -> tuple[object, ...]:
+    return (
+        *_key_params(pool),
+        item.event_id,
+        _dump(item.event),
+        item.priority,
+        item.partition_key,
+        _micros(item.enqueued_at),
+        _micros_or_none(item.available_at),
+        item.attempt,
+        _micros_or_none(item.retry_started_at),
+        item.defects,
+        item.last_error,
+    )
 
 
-class _Database:
-    """The connection and every statement; used only on the storage's thread."""
+_INSERT_ITEM: Final = (
+    "INSERT OR REPLACE INTO items (kind, job, id, event_id, event, priority, partition_key,"
+    " enqueued_at, available_at, attempt, retry_started_at, defects, last_error)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_UPSERT_RECORD: Final = (
+    f"INSERT INTO instances ({_RECORD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (kind, job, id) DO UPDATE SET status = excluded.status,"
+    " state = excluded.state, meta = excluded.meta, alarm_at = excluded.alarm_at,"
+    " attempt = excluded.attempt, retry_started_at = excluded.retry_started_at,"
+    " defects = excluded.defects, last_error = excluded.last_error,"
+    " created_at = excluded.created_at, updated_at = excluded.updated_at"
+)
+_INSERT_LETTER: Final = (
+    "INSERT OR REPLACE INTO dead_letters"
+    " (letter_id, kind, job, id, state, meta, event, error, reason, attempts, at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _letter_params(letter: DeadLetter) -> tuple[object, ...]:
+    return (
+        letter.id,
+        *_key_params(letter.key),
+        _dump(letter.state),
+        _dump(letter.meta),
+        _dump(letter.event),
+        letter.error,
+        letter.reason,
+        letter.attempts,
+        _micros(letter.at),
+    )
+
+
+def _pool_active(conn: sqlite3.Connection, pool: InstanceKey) -> bool:
+    """Whether the pool takes events: its record is active, or it has none yet."""
+    row = conn.execute(
+        f"SELECT NOT EXISTS (SELECT 1 FROM instances WHERE {_KEY} AND status <> 'active')",
+        _key_params(pool),
+    ).fetchone()
+    return row is not None and bool(row[0])
+
+
+def _pool_running(conn: sqlite3.Connection, pool: InstanceKey, lease_now: int) -> int:
+    """How many of the pool's events hold a live lease."""
+    row = conn.execute(
+        f"SELECT COUNT(*) FROM items WHERE {_KEY} AND {_LIVE}", (*_key_params(pool), lease_now)
+    ).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
+    try:
+        # autocommit mode: every transaction is an explicit BEGIN ... COMMIT below
+        conn = sqlite3.connect(
+            path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+        )
+    except sqlite3.Error as exc:
+        msg = f"cannot open the SQLite database {str(path)!r}: {exc}"
+        raise StorageError(msg) from exc
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Generator[sqlite3.Connection]:
+    """One write transaction (BEGIN IMMEDIATE): committed on exit, rolled back on error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.rollback()
+        raise
+    conn.execute("COMMIT")
+
+
+def _schema_version(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT MAX(version) FROM durable_jobs_schema").fetchone()
+    return 0 if row is None or row[0] is None else int(row[0])
+
+
+def _mismatch(path: Path, version: int, *, while_running: bool = False) -> SchemaMismatchError:
+    where = f"the SQLite database {str(path)!r}"
+    if while_running:
+        where += " (changed while this process was using it)"
+    if version > SCHEMA_VERSION:
+        msg = (
+            f"{where} has schema version {version}, newer than this version of durable-jobs"
+            f" supports ({SCHEMA_VERSION}); upgrade durable-jobs (there is no downgrade)"
+        )
+    else:
+        msg = (
+            f"{where} has schema version {version}; this version of durable-jobs needs"
+            f" version {SCHEMA_VERSION}. Stop every worker using it, then run"
+            f" `durable-jobs migrate --db {shlex.quote(str(path))}`"
+            " (or `await storage.migrate()`)"
+        )
+    return SchemaMismatchError(msg)
+
+
+def _upgrade_v1_rows(conn: sqlite3.Connection) -> None:
+    """Migration 2's data step: every row rewritten as `_upgrade_v1.upgrade` says."""
+    rows = v1.upgrade(
+        v1.V1Rows(
+            instances=[
+                _v1_instance(row)
+                for row in conn.execute(f"SELECT {_RECORD_COLUMNS} FROM instances")
+            ],
+            items=[
+                _v1_item(row)
+                for row in conn.execute(
+                    "SELECT seq, kind, job, id, event_id, event, priority, partition_key,"
+                    " enqueued_at FROM items"
+                )
+            ],
+            seen=[
+                v1.SeenRow(kind=kind, job=job, id=id, event_id=event_id, at=_when(at))
+                for kind, job, id, event_id, at in conn.execute(
+                    "SELECT kind, job, id, event_id, at FROM seen_events"
+                )
+            ],
+            letters=[
+                _v1_letter(row)
+                for row in conn.execute(
+                    "SELECT seq, letter_id, kind, job, id, state, meta, event, error, reason,"
+                    " attempts, at FROM dead_letters"
+                )
+            ],
+        )
+    )
+    for table in ("instances", "items", "seen_events", "dead_letters"):
+        conn.execute(f"DELETE FROM {table}")
+    conn.executemany(
+        f"INSERT INTO instances ({_RECORD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [_v2_instance_params(row) for row in rows.instances],
+    )
+    conn.executemany(
+        "INSERT INTO items (seq, kind, job, id, event_id, event, priority, partition_key,"
+        " enqueued_at, available_at, attempt, retry_started_at, defects, last_error)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [_v2_item_params(item) for item in rows.items],
+    )
+    conn.executemany(
+        "INSERT INTO seen_events (kind, job, id, event_id, at) VALUES (?, ?, ?, ?, ?)",
+        [(s.kind, s.job, s.id, s.event_id, _micros(s.at)) for s in rows.seen],
+    )
+    conn.executemany(
+        "INSERT INTO dead_letters"
+        " (seq, letter_id, kind, job, id, state, meta, event, error, reason, attempts, at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [(d.seq, *_letter_params(_v2_letter(d))) for d in rows.letters],
+    )
+
+
+def _v1_instance(row: tuple[Any, ...]) -> v1.InstanceRow:
+    kind, job, id, status, state, meta, alarm, attempt, retry_started, defects = row[:10]
+    last_error, created, updated = row[10:]
+    what = f"{kind}:{job}:{id}"
+    return v1.InstanceRow(
+        kind=kind,
+        job=job,
+        id=id,
+        status=status,
+        state=_load(state, what),
+        meta=_load(meta, what),
+        alarm_at=_when_or_none(alarm),
+        attempt=attempt,
+        retry_started_at=_when_or_none(retry_started),
+        defects=defects,
+        last_error=last_error,
+        created_at=_when(created),
+        updated_at=_when(updated),
+    )
+
+
+def _v1_item(row: tuple[Any, ...]) -> v1.V1ItemRow:
+    seq, kind, job, id, event_id, event, priority, partition_key, enqueued = row
+    return v1.V1ItemRow(
+        seq=seq,
+        kind=kind,
+        job=job,
+        id=id,
+        event_id=event_id,
+        event=_load(event, f"queue item {seq}"),
+        priority=priority,
+        partition_key=partition_key,
+        enqueued_at=_when(enqueued),
+    )
+
+
+def _v1_letter(row: tuple[Any, ...]) -> v1.LetterRow:
+    seq, letter_id, kind, job, id, state, meta, event, error, reason, attempts, at = row
+    what = f"dead letter {letter_id}"
+    return v1.LetterRow(
+        seq=seq,
+        letter_id=letter_id,
+        kind=kind,
+        job=job,
+        id=id,
+        state=_load(state, what),
+        meta=_load(meta, what),
+        event=_load(event, what),
+        error=error,
+        reason=reason,
+        attempts=attempts,
+        at=_when(at),
+    )
+
+
+def _v2_instance_params(row: v1.InstanceRow) -> tuple[object, ...]:
+    return (
+        row.kind,
+        row.job,
+        row.id,
+        row.status,
+        _dump(row.state),
+        _dump(row.meta),
+        _micros_or_none(row.alarm_at),
+        row.attempt,
+        _micros_or_none(row.retry_started_at),
+        row.defects,
+        row.last_error,
+        _micros(row.created_at),
+        _micros(row.updated_at),
+    )
+
+
+def _v2_item_params(item: v1.ItemRow) -> tuple[object, ...]:
+    return (
+        item.seq,
+        item.kind,
+        item.job,
+        item.id,
+        item.event_id,
+        _dump(item.event),
+        item.priority,
+        item.partition_key,
+        _micros(item.enqueued_at),
+        _micros_or_none(item.available_at),
+        item.attempt,
+        _micros_or_none(item.retry_started_at),
+        item.defects,
+        item.last_error,
+    )
+
+
+def _v2_letter(row: v1.LetterRow) -> DeadLetter:
+    return DeadLetter(
+        id=row.letter_id,
+        key=_key_of(row.kind, row.job, row.id),
+        state=row.state,
+        meta=row.meta,
+        event=row.event,
+        error=row.error,
+        reason=row.reason,
+        attempts=row.attempts,
+        at=row.at,
+    )
+
+
+# (version, statements, data step); append only: a released migration never changes.
+_MIGRATIONS: Final[tuple[_Migration, ...]] = (
+    (1, _MIGRATION_1, None),
+    (2, _MIGRATION_2, _upgrade_v1_rows),
+)
+
+
+def _apply_migrations(conn: sqlite3.Connection, current: int) -> None:
+    """Apply every migration after `current`, inside the caller's transaction."""
+    for version, statements, data_step in _MIGRATIONS:
+        if version <= current:
+            continue
+        for statement in statements:
+            conn.execute(statement)
+        if data_step is not None:
+            data_step(conn)
+        conn.execute(
+            "INSERT INTO durable_jobs_schema VALUES (?, ?)",
+            (version, _micros(datetime.now(UTC))),
+        )
+
+
+class _Writer:
+    """The connection that writes, and every write; used only on the storage's write thread."""
 
     def __init__(self, path: Path, busy_timeout: float) -> None:
-        try:
-            self.conn = sqlite3.connect(
-                path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-            )
-        except sqlite3.Error as exc:
-            msg = f"cannot open the SQLite database {str(path)!r}: {exc}"
-            raise StorageError(msg) from exc
-        try:
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=NORMAL")
-            self._migrate(path)
-        except sqlite3.Error as exc:
-            self.conn.close()
-            msg = f"cannot open the SQLite database {str(path)!r}: {exc}"
-            raise StorageError(msg) from exc
-        except BaseException:
-            self.conn.close()
-            raise
+        self.path = path
+        self.conn = _connect(path, busy_timeout)
 
-    @contextlib.contextmanager
-    def write(self) -> Generator[sqlite3.Connection]:
-        """One write transaction (BEGIN IMMEDIATE): committed on exit, rolled back on error."""
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- schema --------------------------------------------------------------------------
+
+    def _version_in(self, conn: sqlite3.Connection) -> int:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS durable_jobs_schema"
+            " (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)"
+        )
+        return _schema_version(conn)
+
+    def check_schema(self) -> None:
+        """Create the schema in an empty file; refuse any other version than this one's."""
+        with _transaction(self.conn) as conn:
+            current = self._version_in(conn)
+            if current == 0:
+                _apply_migrations(conn, current)
+            elif current != SCHEMA_VERSION:
+                raise _mismatch(self.path, current)
+
+    def migrate(self) -> tuple[int, int]:
+        with _transaction(self.conn) as conn:
+            current = self._version_in(conn)
+            if current > SCHEMA_VERSION:
+                raise _mismatch(self.path, current)
+            _apply_migrations(conn, current)
+        return (current, SCHEMA_VERSION)
+
+    def _require_schema(self, conn: sqlite3.Connection) -> None:
+        current = _schema_version(conn)
+        if current != SCHEMA_VERSION:
+            raise _mismatch(self.path, current, while_running=True)
+
+    def data_version(self) -> int:
+        row = self.conn.execute("PRAGMA data_version").fetchone()
+        return 0 if row is None else int(row[0])
+
+    # -- instance blocks -----------------------------------------------------------------
+
+    def begin(self, key: InstanceKey) -> InstanceRecord | None:
+        """Open a block's transaction (SQLite's write lock) and read the record."""
         conn = self.conn
+        if conn.in_transaction:  # pragma: no cover - every path ends its transaction
+            conn.rollback()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            yield conn
+            row = conn.execute(
+                f"SELECT {_RECORD_AND_LEASE} FROM instances WHERE {_KEY}", _key_params(key)
+            ).fetchone()
+            return None if row is None else _record_of(row, _lease_now())
+        except BaseException:
+            conn.rollback()
+            raise
+
+    def commit(self, key: InstanceKey, changes: Changes) -> None:
+        """Write a block's changes and end its transaction (rolled back on any error)."""
+        conn = self.conn
+        try:
+            self._apply(conn, key, changes)
         except BaseException:
             conn.rollback()
             raise
         conn.execute("COMMIT")
 
-    def _migrate(self, path: Path) -> None:
-        with self.write() as conn:
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS durable_jobs_schema"
-                " (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)"
-            )
-            row = conn.execute("SELECT MAX(version) FROM durable_jobs_schema").fetchone()
-            current: int = row[0] if row is not None and row[0] is not None else 0
-            if current > SCHEMA_VERSION:
-                msg = (
-                    f"the SQLite database {str(path)!r} has schema version {current}, newer"
-                    f" than this version of durable-jobs supports ({SCHEMA_VERSION});"
-                    " upgrade durable-jobs"
-                )
-                raise StorageError(msg)
-            for version, statements in _MIGRATIONS:
-                if version <= current:
-                    continue
-                for statement in statements:
-                    conn.execute(statement)
-                conn.execute(
-                    "INSERT INTO durable_jobs_schema VALUES (?, ?)",
-                    (version, _micros(datetime.now(UTC))),
-                )
+    def rollback(self) -> None:
+        """End an open transaction without writing (nothing to do when none is open)."""
+        if self.conn.in_transaction:
+            self.conn.rollback()
 
-    # -- instance blocks -----------------------------------------------------------------
-
-    def lock_and_read(
-        self, key: InstanceKey, owner: str, now_us: int, until_us: int
-    ) -> tuple[bool, InstanceRecord | None]:
+    def _apply(self, conn: sqlite3.Connection, key: InstanceKey, changes: Changes) -> None:
         params = _key_params(key)
-        with self.write() as conn:
+        drop_lease = (
+            f"UPDATE instances SET lease_token = NULL, lease_expires_at = NULL WHERE {_KEY}"
+        )
+        if changes.fence is not None:
             row = conn.execute(
-                f"SELECT owner, until FROM instance_locks WHERE {_KEY}", params
+                f"SELECT lease_token, lease_expires_at FROM instances WHERE {_KEY}", params
             ).fetchone()
-            if row is not None and row[0] != owner and row[1] > now_us:
-                return (False, None)
-            conn.execute(
-                "INSERT OR REPLACE INTO instance_locks VALUES (?, ?, ?, ?, ?)",
-                (*params, owner, until_us),
-            )
-            return (True, self.read(key))
-
-    def refresh_locks(self, keys: Sequence[InstanceKey], owner: str, until_us: int) -> None:
-        with self.write() as conn:
-            conn.executemany(
-                f"UPDATE instance_locks SET until = ? WHERE {_KEY} AND owner = ?",
-                [(until_us, *_key_params(key), owner) for key in keys],
-            )
-
-    def unlock(self, key: InstanceKey, owner: str) -> None:
-        with self.write() as conn:
-            conn.execute(
-                f"DELETE FROM instance_locks WHERE {_KEY} AND owner = ?",
-                (*_key_params(key), owner),
-            )
-
-    def commit_block(self, key: InstanceKey, owner: str, changes: Changes) -> None:
-        params = _key_params(key)
-        with self.write() as conn:
-            cursor = conn.execute(
-                f"DELETE FROM instance_locks WHERE {_KEY} AND owner = ?", (*params, owner)
-            )
-            if cursor.rowcount != 1:
-                raise _LockLostError
-            if changes.record_changed:
-                if changes.record is None:
-                    conn.execute(f"DELETE FROM instances WHERE {_KEY}", params)
-                else:
-                    conn.execute(
-                        f"INSERT OR REPLACE INTO instances ({_RECORD_COLUMNS}, lease_until)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
-                        _record_params(changes.record),
-                    )
-            if changes.queue_purged:
-                conn.execute(f"DELETE FROM queue_items WHERE {_KEY}", params)
-            conn.executemany(
-                f"DELETE FROM queue_items WHERE {_KEY} AND event_id = ?",
-                [(*params, event_id) for event_id in changes.removed],
-            )
-            conn.executemany(
-                "INSERT OR REPLACE INTO queue_items"
-                " (kind, job, id, event_id, event, priority, partition_key, enqueued_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        *params,
-                        item.event_id,
-                        _dump(item.event),
-                        item.priority,
-                        item.partition_key,
-                        _micros(item.enqueued_at),
-                    )
-                    for item in changes.pushed
-                ],
-            )
-            conn.executemany(
-                "DELETE FROM dead_letters WHERE letter_id = ?",
-                [(letter_id,) for letter_id in changes.letters_removed],
-            )
-            conn.executemany(
-                "INSERT OR REPLACE INTO dead_letters"
-                " (letter_id, kind, job, id, state, meta, event, error, reason, attempts, at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        letter.id,
-                        *_key_params(letter.key),
-                        _dump(letter.state),
-                        _dump(letter.meta),
-                        _dump(letter.event),
-                        letter.error,
-                        letter.reason,
-                        letter.attempts,
-                        _micros(letter.at),
-                    )
-                    for letter in changes.letters
-                ],
-            )
-            conn.executemany(
-                "INSERT OR REPLACE INTO seen_events VALUES (?, ?, ?, ?, ?)",
-                [(*params, event_id, _micros(at)) for event_id, at in changes.remembered],
-            )
+            lease = None if row is None else _live_lease(row[0], row[1], _lease_now())
+            if lease is None or lease.token != changes.fence:
+                msg = f"the lease of {key} was lost before its finish; nothing was written"
+                raise LeaseLostError(msg)
+            if changes.release:
+                conn.execute(drop_lease, params)
+        if changes.revoke:
+            conn.execute(drop_lease, params)
+        if changes.record_changed:
+            if changes.record is None:
+                conn.execute(f"DELETE FROM instances WHERE {_KEY}", params)
+            else:
+                # the lease columns are left as they are: saving never touches a lease
+                conn.execute(_UPSERT_RECORD, _record_params(changes.record))
+        if changes.queue_purged:
+            conn.execute(f"DELETE FROM items WHERE {_KEY}", params)
+        conn.executemany(
+            f"DELETE FROM items WHERE {_KEY} AND event_id = ?",
+            [(*params, event_id) for event_id in changes.removed],
+        )
+        # one row at a time, in push order: AUTOINCREMENT numbers them in that order
+        conn.executemany(_INSERT_ITEM, [_item_params(key, item) for item in changes.pushed])
+        conn.executemany(
+            "DELETE FROM dead_letters WHERE letter_id = ?",
+            [(letter_id,) for letter_id in changes.letters_removed],
+        )
+        conn.executemany(_INSERT_LETTER, [_letter_params(letter) for letter in changes.letters])
+        conn.executemany(
+            "INSERT OR REPLACE INTO seen_events VALUES (?, ?, ?, ?, ?)",
+            [(*params, event_id, _micros(at)) for event_id, at in changes.remembered],
+        )
 
     def has_seen(self, key: InstanceKey, event_id: str) -> bool:
         row = self.conn.execute(
@@ -368,79 +723,244 @@ class _Database:
 
     def queue_head(self, key: InstanceKey, skip: frozenset[str]) -> QueueItem | None:
         cursor = self.conn.execute(
-            "SELECT seq, event_id, event, priority, partition_key, enqueued_at"
-            f" FROM queue_items WHERE {_KEY} ORDER BY priority DESC, seq",
+            f"SELECT {_ITEM_COLUMNS} FROM items WHERE {_KEY} ORDER BY priority DESC, seq",
             _key_params(key),
         )
         for row in cursor:
             if row[1] not in skip:
                 cursor.close()
-                return _item_of(row, f"the queue of {key}")
+                return _item_of(row, f"the queue of {key}", _lease_now())
         return None
 
     def queue_has(self, key: InstanceKey, event_id: str) -> bool:
         row = self.conn.execute(
-            f"SELECT 1 FROM queue_items WHERE {_KEY} AND event_id = ?",
-            (*_key_params(key), event_id),
+            f"SELECT 1 FROM items WHERE {_KEY} AND event_id = ?", (*_key_params(key), event_id)
         ).fetchone()
         return row is not None
 
     def queue_size(self, key: InstanceKey) -> int:
         row = self.conn.execute(
-            f"SELECT COUNT(*) FROM queue_items WHERE {_KEY}", _key_params(key)
+            f"SELECT COUNT(*) FROM items WHERE {_KEY}", _key_params(key)
         ).fetchone()
         return 0 if row is None else int(row[0])
 
     def max_seq(self) -> int:
-        row = self.conn.execute("SELECT MAX(seq) FROM queue_items").fetchone()
+        row = self.conn.execute("SELECT MAX(seq) FROM items").fetchone()
         return 0 if row is None or row[0] is None else int(row[0])
 
-    # -- reads and alarms ------------------------------------------------------------------
+    # -- claims and leases ---------------------------------------------------------------
+
+    def claim_due(self, now_us: int, limit: int, lease_us: int) -> list[Claim]:
+        with _transaction(self.conn) as conn:
+            self._require_schema(conn)
+            lease_now = _lease_now()
+            rows = conn.execute(
+                f"SELECT {_RECORD_AND_LEASE} FROM instances"
+                " WHERE alarm_at IS NOT NULL AND alarm_at <= ? AND status = 'active'"
+                f" AND {_FREE} ORDER BY alarm_at, kind, job, id LIMIT ?",
+                (now_us, lease_now, limit),
+            ).fetchall()
+            expires = lease_now + lease_us
+            claims: list[Claim] = []
+            for row in rows:
+                record = _record_of(row, lease_now)
+                token = uuid.uuid4().hex
+                conn.execute(
+                    f"UPDATE instances SET lease_token = ?, lease_expires_at = ? WHERE {_KEY}",
+                    (token, expires, *_key_params(record.key)),
+                )
+                grant = Lease(token=token, expires_at=_when(expires))
+                claims.append(
+                    Claim(key=record.key, token=token, record=attrs.evolve(record, lease=grant))
+                )
+        return claims
+
+    def claim_items(
+        self, pools: Mapping[InstanceKey, int], now_us: int, limit: int, lease_us: int
+    ) -> list[ItemClaim]:
+        with _transaction(self.conn) as conn:
+            self._require_schema(conn)
+            lease_now = _lease_now()
+            expires = lease_now + lease_us
+            claims: list[ItemClaim] = []
+            for pool, concurrency in pools.items():
+                if len(claims) >= limit or not _pool_active(conn, pool):
+                    continue
+                running = _pool_running(conn, pool, lease_now)
+                free = min(concurrency - running, limit - len(claims))
+                if free <= 0:
+                    continue
+                params = _key_params(pool)
+                rows = conn.execute(
+                    f"SELECT {_ITEM_COLUMNS} FROM items AS i WHERE {_KEY} AND {_FREE}"
+                    f" AND (available_at IS NULL OR available_at <= ?) AND {_IS_KEY_HEAD}"
+                    " ORDER BY priority DESC, seq LIMIT ?",
+                    (*params, lease_now, now_us, free),
+                ).fetchall()
+                for row in rows:
+                    token = uuid.uuid4().hex
+                    conn.execute(
+                        "UPDATE items SET lease_token = ?, lease_expires_at = ? WHERE seq = ?",
+                        (token, expires, row[0]),
+                    )
+                    grant = Lease(token=token, expires_at=_when(expires))
+                    item = _item_of(row, f"the queue of {pool}", lease_now)
+                    claims.append(
+                        ItemClaim(pool=pool, token=token, item=attrs.evolve(item, lease=grant))
+                    )
+        return claims
+
+    def renew(self, tokens: Sequence[str], lease_us: int) -> frozenset[str]:
+        with _transaction(self.conn) as conn:
+            lease_now = _lease_now()
+            params = (lease_now + lease_us, json.dumps(tokens), lease_now)
+            renewed: set[str] = set()
+            for table in ("instances", "items"):
+                rows = conn.execute(
+                    f"UPDATE {table} SET lease_expires_at = ?"
+                    " WHERE lease_token IN (SELECT value FROM json_each(?))"
+                    " AND lease_expires_at > ? RETURNING lease_token",
+                    params,
+                ).fetchall()
+                renewed.update(str(row[0]) for row in rows)
+        return frozenset(renewed)
+
+    def release(self, tokens: Sequence[str]) -> None:
+        with _transaction(self.conn) as conn:
+            for table in ("instances", "items"):
+                conn.execute(
+                    f"UPDATE {table} SET lease_token = NULL, lease_expires_at = NULL"
+                    " WHERE lease_token IN (SELECT value FROM json_each(?))",
+                    (json.dumps(tokens),),
+                )
+
+    # -- pool events ---------------------------------------------------------------------
+
+    def push_items(self, pool: InstanceKey, items: Sequence[QueueItem], now_us: int) -> list[bool]:
+        params = _key_params(pool)
+        with _transaction(self.conn) as conn:
+            accepted: list[bool] = []
+            fresh: set[str] = set()
+            for item in items:
+                if item.event_id in fresh or self.has_seen(pool, item.event_id):
+                    accepted.append(False)
+                    continue
+                accepted.append(True)
+                fresh.add(item.event_id)
+                conn.execute(_INSERT_ITEM, _item_params(pool, item))
+                conn.execute(
+                    "INSERT OR REPLACE INTO seen_events VALUES (?, ?, ?, ?, ?)",
+                    (*params, item.event_id, now_us),
+                )
+            if fresh:
+                conn.execute(
+                    f"INSERT INTO instances ({_RECORD_COLUMNS})"
+                    " VALUES (?, ?, ?, 'active', 'null', ?, NULL, 1, NULL, 0, NULL, ?, ?)"
+                    " ON CONFLICT (kind, job, id) DO NOTHING",
+                    (*params, _dump({"processed": 0}), now_us, now_us),
+                )
+        return accepted
+
+    def finish_item(self, pool: InstanceKey, finish: ItemFinish) -> None:
+        params = (*_key_params(pool), finish.event_id)
+        with _transaction(self.conn) as conn:
+            row = conn.execute(
+                f"SELECT lease_token, lease_expires_at FROM items WHERE {_KEY} AND event_id = ?",
+                params,
+            ).fetchone()
+            lease = None if row is None else _live_lease(row[0], row[1], _lease_now())
+            if lease is None or lease.token != finish.token:
+                msg = f"the lease of event {finish.event_id!r} of {pool} was lost; nothing written"
+                raise LeaseLostError(msg)
+            retry = finish.retry
+            if retry is None:
+                conn.execute(f"DELETE FROM items WHERE {_KEY} AND event_id = ?", params)
+            else:
+                conn.execute(
+                    "UPDATE items SET available_at = ?, attempt = ?, retry_started_at = ?,"
+                    " defects = ?, last_error = ?, lease_token = NULL, lease_expires_at = NULL"
+                    f" WHERE {_KEY} AND event_id = ?",
+                    (
+                        _micros(retry.available_at),
+                        retry.attempt,
+                        _micros_or_none(retry.retry_started_at),
+                        retry.defects,
+                        retry.last_error,
+                        *params,
+                    ),
+                )
+            conn.executemany(_INSERT_LETTER, [_letter_params(d) for d in finish.letters])
+            if finish.processed:
+                # added in SQL: concurrent finishes of one pool never lose a count
+                conn.execute(
+                    "UPDATE instances SET meta = json_set("
+                    "CASE WHEN json_type(meta) = 'object' THEN meta ELSE '{}' END,"
+                    " '$.processed',"
+                    " CASE WHEN json_type(meta, '$.processed') = 'integer'"
+                    " THEN json_extract(meta, '$.processed') ELSE 0 END + ?)"
+                    f" WHERE {_KEY}",
+                    (finish.processed, *_key_params(pool)),
+                )
+
+    def cancel_item(self, pool: InstanceKey, event_id: str) -> CancelOutcome:
+        params = (*_key_params(pool), event_id)
+        with _transaction(self.conn) as conn:
+            row = conn.execute(
+                f"SELECT lease_token, lease_expires_at FROM items WHERE {_KEY} AND event_id = ?",
+                params,
+            ).fetchone()
+            if row is None:
+                return "not_found"
+            if _live_lease(row[0], row[1], _lease_now()) is not None:
+                return "running"
+            conn.execute(f"DELETE FROM items WHERE {_KEY} AND event_id = ?", params)
+            return "cancelled"
+
+    # -- maintenance ---------------------------------------------------------------------
+
+    def delete_dead_letter(self, letter_id: str) -> bool:
+        with _transaction(self.conn) as conn:
+            cursor = conn.execute("DELETE FROM dead_letters WHERE letter_id = ?", (letter_id,))
+            return cursor.rowcount == 1
+
+    def forget_seen_before(self, cutoff_us: int) -> int:
+        with _transaction(self.conn) as conn:
+            return conn.execute("DELETE FROM seen_events WHERE at < ?", (cutoff_us,)).rowcount
+
+
+class _Reader:
+    """A read-only connection for committed snapshots; used only on the storage's read thread."""
+
+    def __init__(self, path: Path, busy_timeout: float) -> None:
+        self.conn = _connect(path, busy_timeout)
+        self.conn.execute("PRAGMA query_only=1")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextlib.contextmanager
+    def _snapshot(self) -> Generator[sqlite3.Connection]:
+        """Several statements that see one committed state (a read transaction)."""
+        conn = self.conn
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.rollback()
 
     def read(self, key: InstanceKey) -> InstanceRecord | None:
         row = self.conn.execute(
-            f"SELECT {_RECORD_COLUMNS} FROM instances WHERE {_KEY}", _key_params(key)
+            f"SELECT {_RECORD_AND_LEASE} FROM instances WHERE {_KEY}", _key_params(key)
         ).fetchone()
-        return None if row is None else _record_of(row)
-
-    def claim_due(self, now_us: int, limit: int, until_us: int) -> list[InstanceKey]:
-        with self.write() as conn:
-            rows = conn.execute(
-                "SELECT kind, job, id FROM instances"
-                " WHERE alarm_at IS NOT NULL AND alarm_at <= ?"
-                " AND (lease_until IS NULL OR lease_until <= ?)"
-                " ORDER BY alarm_at, kind, job, id LIMIT ?",
-                (now_us, now_us, limit),
-            ).fetchall()
-            conn.executemany(
-                f"UPDATE instances SET lease_until = ? WHERE {_KEY}",
-                [(until_us, *row) for row in rows],
-            )
-        return [_key_of(*row) for row in rows]
-
-    def next_alarm_at(self) -> int | None:
-        best: int | None = None
-        # leased rows are few (the alarms in flight): walk past them in alarm order
-        cursor = self.conn.execute(
-            "SELECT alarm_at, lease_until FROM instances"
-            " WHERE alarm_at IS NOT NULL ORDER BY alarm_at"
-        )
-        for alarm, lease in cursor:
-            if best is not None and alarm >= best:
-                break
-            ready = alarm if lease is None else max(alarm, lease)
-            best = ready if best is None else min(best, ready)
-            if lease is None:
-                break
-        cursor.close()
-        return best
+        return None if row is None else _record_of(row, _lease_now())
 
     def list_instances(self, job: str | None) -> list[InstanceRecord]:
         where, params = ("", ()) if job is None else (" WHERE job = ?", (job,))
         rows = self.conn.execute(
-            f"SELECT {_RECORD_COLUMNS} FROM instances{where} ORDER BY kind, job, id", params
+            f"SELECT {_RECORD_AND_LEASE} FROM instances{where} ORDER BY kind, job, id", params
         ).fetchall()
-        return [_record_of(row) for row in rows]
+        now_us = _lease_now()
+        return [_record_of(row, now_us) for row in rows]
 
     def dead_letters(self, job: str | None) -> list[DeadLetter]:
         where, params = ("", ()) if job is None else (" WHERE job = ?", (job,))
@@ -467,18 +987,48 @@ class _Database:
             )
         return letters
 
-    def delete_dead_letter(self, letter_id: str) -> bool:
-        with self.write() as conn:
-            cursor = conn.execute("DELETE FROM dead_letters WHERE letter_id = ?", (letter_id,))
-            return cursor.rowcount == 1
+    def read_item(self, pool: InstanceKey, event_id: str) -> QueueItem | None:
+        row = self.conn.execute(
+            f"SELECT {_ITEM_COLUMNS} FROM items WHERE {_KEY} AND event_id = ?",
+            (*_key_params(pool), event_id),
+        ).fetchone()
+        return None if row is None else _item_of(row, f"the queue of {pool}", _lease_now())
 
-    def data_version(self) -> int:
-        row = self.conn.execute("PRAGMA data_version").fetchone()
-        return 0 if row is None else int(row[0])
+    def pool_counts(self, pool: InstanceKey) -> PoolCounts:
+        live = "(lease_token IS NOT NULL AND lease_expires_at > :now)"
+        row = self.conn.execute(
+            f"SELECT COALESCE(SUM({live}), 0),"
+            f" COALESCE(SUM(NOT {live} AND (attempt > 1 OR defects > 0)), 0),"
+            " COUNT(*) FROM items WHERE kind = :kind AND job = :job AND id = :id",
+            {"now": _lease_now(), "kind": pool.kind.value, "job": pool.job, "id": pool.id},
+        ).fetchone()
+        running, retrying, total = (0, 0, 0) if row is None else row
+        return PoolCounts(queued=total - running - retrying, running=running, retrying=retrying)
 
-    def forget_seen_before(self, cutoff_us: int) -> int:
-        with self.write() as conn:
-            return conn.execute("DELETE FROM seen_events WHERE at < ?", (cutoff_us,)).rowcount
+    def next_alarm_at(self, pools: Mapping[InstanceKey, int]) -> int | None:
+        with self._snapshot() as conn:
+            lease_now = _lease_now()
+            # leased rows are few (the runs in flight): the index walk skips them in order
+            row = conn.execute(
+                "SELECT alarm_at FROM instances WHERE alarm_at IS NOT NULL"
+                f" AND status = 'active' AND {_FREE} ORDER BY alarm_at LIMIT 1",
+                (lease_now,),
+            ).fetchone()
+            times: list[int] = [] if row is None else [int(row[0])]
+            for pool, concurrency in pools.items():
+                params = _key_params(pool)
+                if not _pool_active(conn, pool):
+                    continue
+                if _pool_running(conn, pool, lease_now) >= concurrency:
+                    continue
+                first = conn.execute(
+                    "SELECT MIN(COALESCE(available_at, enqueued_at)) FROM items AS i"
+                    f" WHERE {_KEY} AND {_FREE} AND {_IS_KEY_HEAD}",
+                    (*params, lease_now),
+                ).fetchone()
+                if first is not None and first[0] is not None:
+                    times.append(int(first[0]))
+        return min(times, default=None)
 
 
 class SqliteStorage:
@@ -486,28 +1036,23 @@ class SqliteStorage:
     Storage on one SQLite file: durable, atomic per instance, safe for several processes.
 
     `SqliteStorage("jobs.db")` creates the file (and the schema) on first use. Workers and
-    clients in several processes may share the file; two of them never hold one instance at
-    the same time. All SQLite work runs on a thread of this storage, never on the event loop.
+    clients in several processes may share the file: each instance block is one SQLite
+    write transaction, so blocks never overlap, and a lease keeps a second worker from
+    running an instance (or a pool event) another one runs. All SQLite work runs on
+    threads of this storage, never on the event loop.
 
     Args:
         path: the database file.
-        lock_lease: how long an instance stays locked by a process that stopped answering
-            (a lock is refreshed while its holder is alive, so only a dead process loses it).
-        busy_timeout: how long one statement waits for SQLite's write lock before failing.
+        busy_timeout: how long one transaction waits for SQLite's write lock (held by
+            another process's block) before failing with `StorageError`.
     """
 
     def __init__(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        lock_lease: DurationInput = "30 seconds",
-        busy_timeout: DurationInput = "30 seconds",
+        self, path: str | os.PathLike[str], *, busy_timeout: DurationInput = "30 seconds"
     ) -> None:
         self._path = Path(path)
         self._conn = _Connection(
-            self._path,
-            lock_lease=to_timedelta(lock_lease, field="lock_lease"),
-            busy_timeout=to_timedelta(busy_timeout, field="busy_timeout"),
+            self._path, busy_timeout=to_timedelta(busy_timeout, field="busy_timeout")
         )
 
     @property
@@ -516,179 +1061,276 @@ class SqliteStorage:
         return self._path
 
     async def open(self) -> None:
-        """Open the file and apply pending migrations now (otherwise done on first use)."""
-        await self._call(lambda db: None)
+        """Open the file and check its schema now (otherwise done on first use)."""
+        await self._conn.ready()
+
+    async def migrate(self) -> tuple[int, int]:
+        """
+        Bring the file's schema to this version's, in one transaction: (from, to) versions.
+
+        Stop every worker using the file first: a worker of the old version fails on the
+        new schema. Migrating a file that is up to date changes nothing; a file of a newer
+        version is refused with `SchemaMismatchError` (there is no downgrade).
+        """
+        return await self._conn.migrate()
 
     def instance(self, key: InstanceKey) -> AbstractAsyncContextManager[InstanceTransaction]:
         """
         Serialized, atomic access to one instance, across tasks and processes.
 
-        Changes are buffered and written in one transaction on clean exit, or dropped when
-        the block raises. If this process stalled so long that its lock expired and another
-        process took the instance, the exit raises `StorageError` and writes nothing.
+        The block is one SQLite write transaction from its start to its end: keep it short.
+        Changes are buffered and written when it ends cleanly, or dropped when it raises;
+        a fenced block whose lease is gone raises `LeaseLostError` and writes nothing.
         """
         return _SqliteBlock(self._conn, key)
 
     async def read(self, key: InstanceKey) -> InstanceRecord | None:
-        """A committed snapshot of one record, without taking the instance."""
-        return await self._call(lambda db: db.read(key))
+        """A committed snapshot of one record (with its live lease), without taking it."""
+        return await self._conn.read(lambda db: db.read(key))
 
-    async def claim_due(
-        self, now: datetime, *, limit: int, lease: timedelta
-    ) -> Sequence[InstanceKey]:
-        """Lease up to `limit` instances whose alarm is due at `now` and not leased."""
+    async def claim_due(self, now: datetime, *, limit: int, lease: timedelta) -> Sequence[Claim]:
+        """Lease up to `limit` active instances due at `now` that hold no live lease."""
         if limit <= 0:
             return []
-        now_us, until_us = _micros(now), _micros(now + lease)
-        return await self._call(lambda db: db.claim_due(now_us, limit, until_us))
+        now_us, lease_us = _micros(now), _lease_micros(lease)
+        return await self._conn.write(lambda db: db.claim_due(now_us, limit, lease_us))
 
-    async def next_alarm_at(self) -> datetime | None:
-        """When `claim_due` can next return something (leases counted), or None."""
-        return _when_or_none(await self._call(lambda db: db.next_alarm_at()))
+    async def claim_items(
+        self, pools: Mapping[InstanceKey, int], now: datetime, *, limit: int, lease: timedelta
+    ) -> Sequence[ItemClaim]:
+        """Lease up to `limit` ready pool events (see `Storage.claim_items`)."""
+        if limit <= 0 or not pools:
+            return []
+        now_us, lease_us = _micros(now), _lease_micros(lease)
+        wanted = dict(pools)
+        return await self._conn.write(lambda db: db.claim_items(wanted, now_us, limit, lease_us))
+
+    async def renew(self, tokens: Collection[str], lease: timedelta) -> frozenset[str]:
+        """Extend the live leases of `tokens` by `lease` from now; returns those renewed."""
+        wanted, lease_us = list(tokens), _lease_micros(lease)
+        if not wanted:
+            return frozenset()
+        return await self._conn.write(lambda db: db.renew(wanted, lease_us))
+
+    async def release(self, tokens: Collection[str]) -> None:
+        """End the leases of `tokens` without writing anything else."""
+        wanted = list(tokens)
+        if wanted:
+            await self._conn.write(lambda db: db.release(wanted))
+
+    async def next_alarm_at(self, pools: Mapping[InstanceKey, int]) -> datetime | None:
+        """When `claim_due` or `claim_items` can next return something (leased work aside)."""
+        wanted = dict(pools)
+        return _when_or_none(await self._conn.read(lambda db: db.next_alarm_at(wanted)))
+
+    async def push_items(
+        self, pool: InstanceKey, items: Sequence[QueueItem], *, now: datetime
+    ) -> Sequence[bool]:
+        """Queue events on a pool in one transaction; False for an id the pool has seen."""
+        wanted, now_us = list(items), _micros(now)
+        if not wanted:
+            return []
+        return await self._conn.write(lambda db: db.push_items(pool, wanted, now_us))
+
+    async def finish_item(self, pool: InstanceKey, finish: ItemFinish) -> None:
+        """The fenced write of a pool event's run (`LeaseLostError`: nothing written)."""
+        await self._conn.write(lambda db: db.finish_item(pool, finish))
+
+    async def read_item(self, pool: InstanceKey, event_id: str) -> QueueItem | None:
+        """One of the pool's events as stored (with its live lease), or None."""
+        return await self._conn.read(lambda db: db.read_item(pool, event_id))
+
+    async def cancel_item(self, pool: InstanceKey, event_id: str) -> CancelOutcome:
+        """Remove a pool event that is not running."""
+        return await self._conn.write(lambda db: db.cancel_item(pool, event_id))
+
+    async def pool_counts(self, pool: InstanceKey) -> PoolCounts:
+        """How many of the pool's events are queued, running and waiting for a retry."""
+        return await self._conn.read(lambda db: db.pool_counts(pool))
 
     async def list_instances(self, job: str | None = None) -> Sequence[InstanceRecord]:
         """Every record, optionally of one job, in key order."""
-        return await self._call(lambda db: db.list_instances(job))
+        return await self._conn.read(lambda db: db.list_instances(job))
 
     async def dead_letters(self, job: str | None = None) -> Sequence[DeadLetter]:
         """Dead letters, oldest first (then in commit order), optionally of one job."""
-        return await self._call(lambda db: db.dead_letters(job))
+        return await self._conn.read(lambda db: db.dead_letters(job))
 
     async def delete_dead_letter(self, letter_id: str) -> bool:
         """Remove one dead letter; False when there is none with that id."""
-        return await self._call(lambda db: db.delete_dead_letter(letter_id))
+        return await self._conn.write(lambda db: db.delete_dead_letter(letter_id))
 
     async def forget_seen_before(self, cutoff: datetime) -> int:
         """Drop remembered event ids accepted before `cutoff` (strictly); returns how many."""
         cutoff_us = _micros(cutoff)
-        return await self._call(lambda db: db.forget_seen_before(cutoff_us))
+        return await self._conn.write(lambda db: db.forget_seen_before(cutoff_us))
 
     async def wait_for_change(self) -> None:
         """Return once another connection (process) has committed to the file."""
-        # `PRAGMA data_version` changes only for commits by other connections; polling it
-        # is one cheap statement on the storage thread
-        start = await self._call(_Database.data_version)
+        # `PRAGMA data_version` of the writing connection changes only for commits of other
+        # connections; polling it is one cheap statement on the write thread
+        start = await self._conn.data_version()
         while True:
             await asyncio.sleep(_CHANGE_POLL)
-            if await self._call(_Database.data_version) != start:
+            if await self._conn.data_version() != start:
                 return
 
     async def close(self) -> None:
-        """Close the connection and stop the thread; the storage cannot be used after."""
+        """Close the connections and stop the threads; the storage cannot be used after."""
         await self._conn.close()
-
-    async def _call(self, work: Callable[[_Database], T]) -> T:
-        return await self._conn.call(work)
 
 
 class _Connection:
-    """The storage's thread, its database, and this process's identity as a lock owner."""
+    """The storage's two threads and connections, and the lock every write takes."""
 
-    def __init__(self, path: Path, *, lock_lease: timedelta, busy_timeout: timedelta) -> None:
+    def __init__(self, path: Path, *, busy_timeout: timedelta) -> None:
         self.path = path
-        self.lock_lease = lock_lease
-        self.owner = uuid.uuid4().hex
-        self.locks: KeyLocks[InstanceKey] = KeyLocks()
-        self._held: set[InstanceKey] = set()
-        self._heartbeat: asyncio.Task[None] | None = None
-        self._busy_timeout = busy_timeout
-        self._executor: ThreadPoolExecutor | None = None
-        self._db: _Database | None = None
+        self._busy_timeout = busy_timeout.total_seconds()
+        self.lock = asyncio.Lock()
+        """Held by an open block and by every other write: one write transaction at a time."""
+        self._opening = asyncio.Lock()
+        self._checked = False
+        self._write_thread: ThreadPoolExecutor | None = None
+        self._read_thread: ThreadPoolExecutor | None = None
+        self._writer: _Writer | None = None
+        self._reader: _Reader | None = None
         self._closed = False
 
-    async def call(self, work: Callable[[_Database], T]) -> T:
-        """Run `work` on the storage's thread; SQLite failures become `StorageError`."""
+    # -- threads -------------------------------------------------------------------------
+
+    def _threads(self) -> tuple[ThreadPoolExecutor, ThreadPoolExecutor]:
         if self._closed:
             msg = f"the SQLite storage {str(self.path)!r} is closed"
             raise StorageError(msg)
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="durable-jobs-sqlite")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._run, work)
+        if self._write_thread is None or self._read_thread is None:
+            self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="durable-jobs-sqlite")
+            self._read_thread = ThreadPoolExecutor(1, thread_name_prefix="durable-jobs-sqlite-r")
+        return self._write_thread, self._read_thread
 
-    def _run(self, work: Callable[[_Database], T]) -> T:
+    def _failing(self, exc: sqlite3.Error) -> StorageError:
+        return StorageError(f"SQLite storage {str(self.path)!r} failed: {exc}")
+
+    def _on_writer(self, work: Callable[[_Writer], T]) -> T:
         try:
-            if self._db is None:
-                self._db = _Database(self.path, self._busy_timeout.total_seconds())
-            return work(self._db)
+            if self._writer is None:
+                self._writer = _Writer(self.path, self._busy_timeout)
+            return work(self._writer)
         except sqlite3.Error as exc:
-            msg = f"SQLite storage {str(self.path)!r} failed: {exc}"
-            raise StorageError(msg) from exc
+            raise self._failing(exc) from exc
 
-    def hold(self, key: InstanceKey) -> None:
-        """Keep `key`'s lock row alive until `let_go` (one heartbeat for every held lock)."""
-        self._held.add(key)
-        heartbeat = self._heartbeat
-        if heartbeat is None or heartbeat.done():
-            self._heartbeat = asyncio.create_task(self._keep_alive(), name="durable-jobs-locks")
+    def _on_reader(self, work: Callable[[_Reader], T]) -> T:
+        try:
+            if self._reader is None:
+                self._reader = _Reader(self.path, self._busy_timeout)
+            return work(self._reader)
+        except sqlite3.Error as exc:
+            raise self._failing(exc) from exc
 
-    def let_go(self, key: InstanceKey) -> None:
-        """Stop refreshing `key`'s lock row."""
-        self._held.discard(key)
+    async def step(self, work: Callable[[_Writer], T]) -> T:
+        """Run `work` on the write thread, in the open block (its caller holds `lock`)."""
+        writer, _ = self._threads()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(writer, self._on_writer, work)
 
-    async def _keep_alive(self) -> None:
-        period = self.lock_lease.total_seconds() / 3
-        while self._held:
-            await asyncio.sleep(period)
-            keys = list(self._held)
-            if not keys:
-                return
-            _, until_us = self.lock_until()
-            owner = self.owner
-            with contextlib.suppress(StorageError):
-                await self.call(
-                    partial(_Database.refresh_locks, keys=keys, owner=owner, until_us=until_us)
-                )
+    def rollback_soon(self) -> None:
+        """
+        End the write thread's open transaction, if any, after whatever it is running.
 
-    def lock_until(self) -> tuple[int, int]:
-        """Now and the expiry of a lock taken now, in microseconds."""
-        # lock rows expire in real time (process liveness), whatever the engine's clock says
-        now = datetime.fromtimestamp(time.time(), UTC)
-        return _micros(now), _micros(now + self.lock_lease)
+        Not awaited: a cancelled block may not wait, and the thread runs calls in order,
+        so the next transaction starts after this rollback whatever happens to the caller.
+        """
+        if self._write_thread is not None and not self._closed:
+            self._write_thread.submit(self._on_writer, _Writer.rollback)
+
+    # -- operations ----------------------------------------------------------------------
+
+    async def ready(self) -> None:
+        """Open the file and check its schema once (an empty file gets the schema)."""
+        if self._checked:
+            return
+        async with self._opening:
+            if not self._checked:
+                async with self.lock:
+                    await self.step(_Writer.check_schema)
+                self._checked = True
+
+    async def migrate(self) -> tuple[int, int]:
+        async with self._opening, self.lock:
+            versions = await self.step(_Writer.migrate)
+            self._checked = True
+        return versions
+
+    async def write(self, work: Callable[[_Writer], T]) -> T:
+        """One write transaction of its own, after any open block of this storage."""
+        await self.ready()
+        async with self.lock:
+            try:
+                return await self.step(work)
+            except asyncio.CancelledError:
+                self.rollback_soon()
+                raise
+
+    async def read(self, work: Callable[[_Reader], T]) -> T:
+        """A read on the read-only connection: never waits for a block."""
+        await self.ready()
+        _, reader = self._threads()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(reader, self._on_reader, work)
+
+    async def data_version(self) -> int:
+        await self.ready()
+        return await self.step(_Writer.data_version)
 
     async def close(self) -> None:
-        """Close the database on its thread, then stop the thread."""
+        """Close both connections on their threads, then stop the threads."""
         if self._closed:
             return
         self._closed = True
-        heartbeat, self._heartbeat = self._heartbeat, None
-        if heartbeat is not None and not heartbeat.done():
-            heartbeat.cancel()
-        executor, self._executor = self._executor, None
-        if executor is None:
-            return
-        await asyncio.get_running_loop().run_in_executor(executor, self._close_db)
-        executor.shutdown(wait=True)
+        loop = asyncio.get_running_loop()
+        for thread, close in (
+            (self._write_thread, self._close_writer),
+            (self._read_thread, self._close_reader),
+        ):
+            if thread is not None:
+                await loop.run_in_executor(thread, close)
+                thread.shutdown(wait=True)
+        self._write_thread = self._read_thread = None
 
-    def _close_db(self) -> None:
-        if self._db is not None:
-            self._db.conn.close()
-            self._db = None
+    def _close_writer(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def _close_reader(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
 
-class _ThreadView:
-    """The committed data, read on the storage's thread (for `BufferedTransaction`)."""
+class _BlockView:
+    """The committed data as the open block's transaction reads it (for `BufferedTransaction`)."""
 
     def __init__(self, conn: _Connection) -> None:
         self._conn = conn
 
     async def has_seen(self, key: InstanceKey, event_id: str) -> bool:
-        return await self._conn.call(partial(_Database.has_seen, key=key, event_id=event_id))
+        return await self._conn.step(partial(_Writer.has_seen, key=key, event_id=event_id))
 
     async def queue_head(self, key: InstanceKey, skip: frozenset[str]) -> QueueItem | None:
-        return await self._conn.call(partial(_Database.queue_head, key=key, skip=skip))
+        return await self._conn.step(partial(_Writer.queue_head, key=key, skip=skip))
 
     async def queue_has(self, key: InstanceKey, event_id: str) -> bool:
-        return await self._conn.call(partial(_Database.queue_has, key=key, event_id=event_id))
+        return await self._conn.step(partial(_Writer.queue_has, key=key, event_id=event_id))
 
     async def queue_size(self, key: InstanceKey) -> int:
-        return await self._conn.call(partial(_Database.queue_size, key=key))
+        return await self._conn.step(partial(_Writer.queue_size, key=key))
 
     async def max_seq(self) -> int:
-        return await self._conn.call(_Database.max_seq)
+        return await self._conn.step(_Writer.max_seq)
 
 
 class _SqliteBlock:
-    """`async with storage.instance(key) as tx`: lock, read, buffer, commit or discard."""
+    """`async with storage.instance(key) as tx`: BEGIN IMMEDIATE, buffer, COMMIT or ROLLBACK."""
 
     def __init__(self, conn: _Connection, key: InstanceKey) -> None:
         self._conn = conn
@@ -700,47 +1342,17 @@ class _SqliteBlock:
             msg = "a storage.instance(...) block cannot be entered twice"
             raise RuntimeError(msg)
         conn, key = self._conn, self._key
-        await conn.locks.acquire(key)
+        await conn.ready()
+        await conn.lock.acquire()
         try:
-            record = await self._take()
+            record = await conn.step(partial(_Writer.begin, key=key))
         except BaseException:
-            conn.locks.release(key)
+            # BEGIN may still run after a cancellation: the rollback queued behind it ends it
+            conn.rollback_soon()
+            conn.lock.release()
             raise
-        self._tx = BufferedTransaction(_ThreadView(conn), key, record)
-        conn.hold(key)
+        self._tx = BufferedTransaction(_BlockView(conn), key, record)
         return self._tx
-
-    async def _take(self) -> InstanceRecord | None:
-        conn, key = self._conn, self._key
-        owner = conn.owner
-        pause = 0.002
-        while True:
-            now_us, until_us = conn.lock_until()
-            future = asyncio.ensure_future(
-                conn.call(
-                    partial(
-                        _Database.lock_and_read,
-                        key=key,
-                        owner=owner,
-                        now_us=now_us,
-                        until_us=until_us,
-                    )
-                )
-            )
-            try:
-                taken, record = await asyncio.shield(future)
-            except asyncio.CancelledError:
-                # the lock may be taken on the thread already: let it finish, then give it back
-                with contextlib.suppress(Exception):
-                    taken, _ = await future
-                    if taken:
-                        await conn.call(lambda db: db.unlock(key, owner))
-                raise
-            if taken:
-                return record
-            # another process holds the instance: poll with a short, growing pause
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.1)
 
     async def __aexit__(
         self,
@@ -751,35 +1363,30 @@ class _SqliteBlock:
         tx = self._tx
         if tx is None:
             return
-        conn, key, owner = self._conn, self._key, self._conn.owner
-        conn.let_go(key)
+        conn, key = self._conn, self._key
+        ended = False
         try:
             changes = tx.close()
             if exc_type is None:
-                await self._commit(changes)
+                await conn.step(partial(_Writer.commit, key=key, changes=changes))
             else:
-                await asyncio.shield(conn.call(lambda db: db.unlock(key, owner)))
+                await conn.step(_Writer.rollback)
+            ended = True
         finally:
-            conn.locks.release(key)
+            if not ended:  # a failed commit rolled back; a cancelled one may still be running
+                conn.rollback_soon()
+            conn.lock.release()
 
-    async def _commit(self, changes: Changes) -> None:
-        conn, key, owner = self._conn, self._key, self._conn.owner
-        future = asyncio.ensure_future(conn.call(lambda db: db.commit_block(key, owner, changes)))
-        try:
-            # a cancelled caller must not leave the commit half-known: wait for its end
-            await asyncio.shield(future)
-        except _LockLostError:
-            msg = (
-                f"the lock on {key} expired while this process held it and another process"
-                " took the instance; this block's changes were not written"
-            )
-            raise StorageError(msg) from None
-        except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                await future
-            raise
+
+DEFAULT_DATABASE = "durable_jobs.db"
+"""The file of the default storage, relative to the working directory."""
+
+
+def default_storage() -> SqliteStorage:
+    """The storage an engine or client uses when given none: `SqliteStorage("durable_jobs.db")`."""
+    return SqliteStorage(DEFAULT_DATABASE)
 
 
 if TYPE_CHECKING:
     # SqliteStorage is a `Storage` only structurally: make both checkers prove it here.
-    _conforms: Storage = SqliteStorage(":memory:")
+    _conforms: Storage = SqliteStorage(DEFAULT_DATABASE)
