@@ -27,7 +27,7 @@ typecheck: $(BIN)/.installed
 typing-suite: $(BIN)/.installed
 	$(BIN)/pytest typing_tests -q
 
-# Not part of check (about 8 minutes on an idle 2-core machine): break the library's types
+# Not part of check (about 25 minutes on a shared 2-core machine): break the library's types
 # on purpose and record how many cases notice, per checker, in docs/typing.md.
 mutate: $(BIN)/.installed
 	$(BIN)/python -m typing_tests.mutate --doc

@@ -11,7 +11,7 @@ import pytest
 # typing_tests/ is not an installed package: import it from the checkout
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from typing_tests import checkers  # noqa: E402
+from typing_tests import checkers, mutate  # noqa: E402
 
 
 def _case(main: str) -> checkers.Case:
@@ -113,3 +113,23 @@ def test_plain_pytest_typing_tests_is_strict(tmp_path: Path) -> None:
     for item in ("fake_negative", "untyped_function"):
         for checker in checkers.CHECKERS:
             assert f"FAILED typing_tests/cases/test_fake.yml::{checker}::{item}" in done.stdout
+
+
+def test_every_mutation_applies_and_the_doc_lists_them() -> None:
+    """`python -m typing_tests.mutate --static`: the symbols resolve and the table is current."""
+    assert len(mutate.MUTATIONS) >= 20
+    assert mutate.static_problems() == []
+
+
+def test_a_mutation_is_located_by_symbol_not_by_file(tmp_path: Path) -> None:
+    """A mutation names a public symbol; moving its module elsewhere does not break it."""
+    path, first, last = mutate.locate("ErrorContext.reschedule")
+    assert path.name == "_contexts.py"
+    assert "def reschedule" in path.read_text().splitlines()[first - 1]
+    assert first < last
+    path, first, _ = mutate.locate("Engine.__init__#2")
+    assert "deps: R" in "".join(path.read_text().splitlines(keepends=True)[first - 1 : first + 5])
+    broken = mutate.Mutation("x", "Retry", "no such text", "y", "nothing")
+    shutil.copytree(ROOT / "src", tmp_path / "src")
+    with pytest.raises(LookupError, match="occurs 0 times"):
+        mutate.apply(broken, tmp_path / "src" / "durable_jobs")
