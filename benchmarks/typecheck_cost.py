@@ -415,7 +415,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--reps", type=int, default=5, help="runs per module and checker")
     parser.add_argument("--only", choices=sorted(CHECKERS), action="append")
     parser.add_argument("--profile", action="store_true", help="also print pyright --stats")
-    parser.add_argument("--write", metavar="DIR", help="write the three modules to DIR")
+    parser.add_argument("--write", metavar="DIR", help="write the four modules to DIR")
     args = parser.parse_args(argv)
     if args.write:
         for variant in VARIANTS:
