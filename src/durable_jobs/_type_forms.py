@@ -16,8 +16,8 @@ import typing
 
 import typing_extensions
 
+from . import _serde  # the module, not its names: _serde uses runtime_class too
 from ._errors import ValidationError
-from ._serde import decode, encode
 
 
 # origins that are classes at runtime but whose forms are not classes of values
@@ -60,7 +60,7 @@ def is_instance(value: object, form: type[object]) -> bool:
     if cls is form:
         return True
     try:
-        decode(encode(value), form)
+        _serde.decode(_serde.encode(value), form)
     except (ValidationError, TypeError, ValueError):
         return False
     return True

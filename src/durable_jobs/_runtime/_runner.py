@@ -29,6 +29,7 @@ from .._contexts import (
     TerminateSignal,
 )
 from .._duration import to_capped_timedelta
+from .._errors import ValidationError
 from .._observe import EventType, JobEvent
 from .._result import Err, Ok, Result
 from .._retry import MAX_DELAY, Backoff, Retry
@@ -195,6 +196,11 @@ class Execution(Generic[E, R, X, S]):
     """The event being processed (worker pools): kept in dead letters."""
     event_id: str | None = None
     """The id of that event, named in the events the run emits."""
+    encode_state: Callable[[S], JsonValue] = encode
+    """
+    The data boundary for the state user code set (`to_json` with the job's state class):
+    a state that would not read back is a defect of the run, never stored.
+    """
     park_on_defect: bool = True
     """Park the instance when the defect policy runs out (False: give up on this work)."""
     after_success: Callable[[], Awaitable[None]] | None = None
@@ -299,9 +305,12 @@ class _Steps(Generic[E, R, X, S]):
     def succeeded(self) -> RunResult:
         execution = self._execution
         cell = execution.state
-        state: JsonValue | Keep = (
-            encode(cell.value) if cell is not None and cell.changed else Keep.KEEP
-        )
+        state: JsonValue | Keep = Keep.KEEP
+        if cell is not None and cell.changed:
+            try:
+                state = execution.encode_state(cell.value)
+            except ValidationError as bad:  # the state it left would not read back
+                return self.defect(bad, text=f"the state it set cannot be stored: {bad}")
         self._emit("job.executed")
         return self._result(Succeeded(attempt=execution.info.attempt), Attempts(), state=state)
 
@@ -402,9 +411,9 @@ class _Steps(Generic[E, R, X, S]):
         letters = () if letter is None else (letter,)
         return self._result(Terminated(reason=reason), Attempts(), letters=letters)
 
-    def defect(self, exc: Exception) -> RunResult:
+    def defect(self, exc: Exception, *, text: str | None = None) -> RunResult:
         execution = self._execution
-        text = _describe_exception(exc)
+        text = _describe_exception(exc) if text is None else text
         policy = self._services.defect_policy
         defects = execution.attempts.defects + 1
         kept = attrs.evolve(execution.attempts, defects=defects)
