@@ -8,15 +8,8 @@ import sys
 import time
 from datetime import UTC, datetime
 
-from ._harness import Settings, render
+from ._harness import Settings, load_average, render
 from ._suite import SECTIONS, run, versions
-
-
-def _load() -> str:
-    try:
-        return " / ".join(f"{value:.2f}" for value in os.getloadavg())
-    except OSError:
-        return "unknown"
 
 
 def main(argv: list[str]) -> int:
@@ -41,13 +34,16 @@ def main(argv: list[str]) -> int:
     print(f"# durable-jobs benchmarks — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
     print()
     print(f"- {versions()}")
-    print(f"- {platform.platform()}, {os.cpu_count()} CPUs, load average before: {_load()}")
+    print(f"- {platform.platform()}, {os.cpu_count()} CPUs, load average before: {load_average()}")
     print("- medians over the repetitions; min-max is the spread of the repetitions")
     print(flush=True)
     sections = asyncio.run(run(settings, only))
+    print()
     print(render(sections))
     print()
-    print(f"Load average after: {_load()}. Wall time: {time.perf_counter() - started:.1f} s.")
+    print(
+        f"Load average after: {load_average()}. Wall time: {time.perf_counter() - started:.1f} s."
+    )
     return 0
 
 

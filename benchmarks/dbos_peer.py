@@ -1,7 +1,8 @@
 """
 The peer baseline: the same debounce add workload through DBOS's `Debouncer` on SQLite.
 
-Run in its own process by the suite (`python -m benchmarks.dbos_peer IDS EVENTS ADDERS REPS`)
+Run in its own process by the suite (`python -m benchmarks.dbos_peer IDS EVENTS ADDERS REPS
+[FOLDER]`; the suite passes a folder of its own, so a timed-out run leaves no files behind)
 so DBOS's global instance, threads and logging stay out of the other measurements. It prints
 one line `RESULT {json}`: adds per second per repetition, sequential and concurrent, or the
 error that stopped it. Each repetition launches DBOS on a new SQLite file (its defaults:
@@ -93,19 +94,29 @@ def _measure(wal: bool, run: Callable[[Any], float], folder: Path, rep: int, var
 
 
 def main(argv: list[str]) -> dict[str, object]:
-    ids, events_per_id, adders, reps = (int(arg) for arg in argv)
+    ids, events_per_id, adders, reps = (int(arg) for arg in argv[:4])
     logging.getLogger("dbos").setLevel(logging.WARNING)
     results: dict[str, object] = {"version": importlib.metadata.version("dbos")}
     runs: dict[str, Callable[[Any], float]] = {
         "sequential": lambda d: _sequential(d, ids, events_per_id),
         "concurrent": lambda d: _concurrent(d, ids, events_per_id, adders),
     }
+    if len(argv) > 4:  # the suite's folder: it removes it even if this process is killed
+        return _variants(runs, Path(argv[4]), reps, results)
     with tempfile.TemporaryDirectory(prefix="bench-dbos-") as name:
-        folder = Path(name)
-        for journal, wal in (("default", False), ("wal", True)):
-            for label, run in runs.items():
-                variant = f"{label}-{journal}"
-                results[variant] = [_measure(wal, run, folder, rep, variant) for rep in range(reps)]
+        return _variants(runs, Path(name), reps, results)
+
+
+def _variants(
+    runs: dict[str, Callable[[Any], float]],
+    folder: Path,
+    reps: int,
+    results: dict[str, object],
+) -> dict[str, object]:
+    for journal, wal in (("default", False), ("wal", True)):
+        for label, run in runs.items():
+            variant = f"{label}-{journal}"
+            results[variant] = [_measure(wal, run, folder, rep, variant) for rep in range(reps)]
     return results
 
 

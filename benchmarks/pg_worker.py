@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 CONCURRENCY = 16
 """Items one worker process runs at once, in every library."""
 POOL_CONCURRENCY = 64
-"""How many of the pool's events run at once, across every worker process."""
+"""The pool's concurrency across every process: 16 slots x 4 processes, never the bound."""
 PGQUEUER_BATCH = 8
 """PgQueuer's dequeue batch: its `max_concurrent_tasks` must be at least twice this."""
 

