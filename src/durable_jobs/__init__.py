@@ -51,6 +51,7 @@ from ._runtime._client import ContinuousClient as ContinuousClient
 from ._runtime._client import DebounceClient as DebounceClient
 from ._runtime._client import TaskClient as TaskClient
 from ._runtime._client import WorkerPoolClient as WorkerPoolClient
+from ._runtime._common import NotBefore as NotBefore
 from ._runtime._engine import Engine as Engine
 from ._runtime._results import AddResult as AddResult
 from ._runtime._results import BatchStage as BatchStage
@@ -135,6 +136,7 @@ __all__ = [
     "JobNotFoundError",
     "Lease",
     "MemoryStorage",
+    "NotBefore",
     "Observer",
     "Ok",
     "PoolStatus",

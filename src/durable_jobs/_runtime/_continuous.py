@@ -16,7 +16,16 @@ from .._contexts import ContinuousContext, StateCell
 from .._observe import JobEvent
 from .._serde import decode, encode
 from .._storage._interface import Claim, InstanceKey, InstanceRecord, InstanceStatus, JobKind
-from ._common import emit_all, execution_info, fenced, key_of, new_record, require_instance
+from ._common import (
+    NotBefore,
+    emit_all,
+    execution_info,
+    fenced,
+    key_of,
+    new_record,
+    not_before_time,
+    require_instance,
+)
 from ._invoke import RunHandle, bind
 from ._results import (
     ContinuousStatus,
@@ -88,8 +97,11 @@ class ContinuousHandler(Generic[I, S, E, R]):
         """The instance key of `id`."""
         return key_of(JobKind.CONTINUOUS, self._job.name, id)
 
-    async def start(self, id: str, input: S) -> StartResult:
-        """Create `id` with `input` as its state; due at once if `start_immediately`."""
+    async def start(self, id: str, input: S, not_before: NotBefore | None = None) -> StartResult:
+        """
+        Create `id` with `input` as its state; due at once if `start_immediately`, and in
+        any case not before `not_before`.
+        """
         job = self._job
         require_instance("input", input, job.state)
         key = self.key(id)
@@ -99,7 +111,8 @@ class ContinuousHandler(Generic[I, S, E, R]):
             existing = tx.record
             if existing is not None:
                 return StartResult(created=False, next_run_at=continuous_meta(existing).next_run_at)
-            first = now if job.start_immediately else job.schedule.next_after(now)
+            earliest = not_before_time(not_before, now) or now
+            first = earliest if job.start_immediately else job.schedule.next_after(earliest)
             meta = ContinuousMeta(next_run_at=first)
             tx.save(
                 attrs.evolve(

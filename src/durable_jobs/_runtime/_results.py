@@ -209,8 +209,17 @@ class PoolStatus:
     """Events that succeeded, in all."""
     paused: bool
     concurrency: int
+    delayed: int = 0
+    """Waiting for their first attempt until a `not_before` time still ahead."""
+    abandoned: int = 0
+    """
+    Of the running ones, those whose run was stopped (timed out, or cancelled) while their
+    sync `execute` still runs in a thread: their slot and key stay held until it returns.
+    """
+    cancelled: int = 0
+    """Events cancelled (waiting ones removed, running ones stopped), in all."""
 
     @property
     def pending(self) -> int:
-        """Every event not finished yet: queued, running and retrying."""
-        return self.queued + self.running + self.retrying
+        """Every event not finished yet: queued, delayed, running and retrying."""
+        return self.queued + self.delayed + self.running + self.retrying

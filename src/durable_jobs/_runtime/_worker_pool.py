@@ -10,6 +10,7 @@ event at a time, strict FIFO, and an event waiting for its retry holds its key.
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Generic
 
 import attrs
@@ -29,7 +30,14 @@ from .._storage._interface import (
     JobKind,
     QueueItem,
 )
-from ._common import emit_all, execution_info, new_record, require_instance
+from ._common import (
+    NotBefore,
+    emit_all,
+    execution_info,
+    new_record,
+    not_before_time,
+    require_instance,
+)
 from ._invoke import RunHandle, bind
 from ._results import CancelResult, EnqueueResult, PoolStatus
 from ._runner import Attempts, Execution, Succeeded, run_execution
@@ -59,9 +67,10 @@ def _require_integer(field: str, value: object) -> None:
         raise ValidationError(field, f"expected an integer, got {value!r}")
 
 
-def _processed(record: InstanceRecord | None) -> int:
+def _count(record: InstanceRecord | None, field: str) -> int:
+    """An integer counter of the pool record's meta (`processed`, `cancelled`)."""
     meta = None if record is None else record.meta
-    count = meta.get("processed", 0) if isinstance(meta, dict) else 0
+    count = meta.get(field, 0) if isinstance(meta, dict) else 0
     return count if isinstance(count, int) else 0
 
 
@@ -86,7 +95,12 @@ class WorkerPoolHandler(Generic[I, S, E, R]):
         return self._key
 
     def _item(
-        self, event: I, partition_key: str | None, priority: int, event_id: str | None
+        self,
+        event: I,
+        partition_key: str | None,
+        priority: int,
+        event_id: str | None,
+        available_at: datetime | None = None,
     ) -> QueueItem:
         require_instance("event", event, self._job.event)
         _require_integer("priority", priority)
@@ -100,6 +114,7 @@ class WorkerPoolHandler(Generic[I, S, E, R]):
             priority=priority,
             partition_key=partition_key,
             enqueued_at=self._services.clock.now(),
+            available_at=available_at,
         )
 
     async def enqueue(
@@ -109,16 +124,27 @@ class WorkerPoolHandler(Generic[I, S, E, R]):
         partition_key: str | None = None,
         priority: int = 0,
         event_id: str | None = None,
+        not_before: NotBefore | None = None,
     ) -> EnqueueResult:
-        """Queue `event` (a repeated `event_id` is acknowledged, not queued again)."""
-        (result,) = await self._push([self._item(event, partition_key, priority, event_id)])
+        """
+        Queue `event` (a repeated `event_id` is acknowledged, not queued again); with
+        `not_before`, its first attempt waits until then (a retry waits for its own delay).
+        """
+        at = not_before_time(not_before, self._services.clock.now())
+        (result,) = await self._push([self._item(event, partition_key, priority, event_id, at)])
         return result
 
     async def enqueue_many(
-        self, events: Sequence[I], *, partition_key: str | None, priority: int
+        self,
+        events: Sequence[I],
+        *,
+        partition_key: str | None,
+        priority: int,
+        not_before: NotBefore | None = None,
     ) -> tuple[EnqueueResult, ...]:
         """Queue several events, in order, in one transaction (all or none)."""
-        items = [self._item(event, partition_key, priority, None) for event in events]
+        at = not_before_time(not_before, self._services.clock.now())
+        items = [self._item(event, partition_key, priority, None, at) for event in events]
         return await self._push(items)
 
     async def _push(self, items: Sequence[QueueItem]) -> tuple[EnqueueResult, ...]:
@@ -168,12 +194,15 @@ class WorkerPoolHandler(Generic[I, S, E, R]):
         """The pool's events across every worker process, and the processed total."""
         storage = self._services.storage
         record = await storage.read(self._key)
-        counts = await storage.pool_counts(self._key)
+        counts = await storage.pool_counts(self._key, now=self._services.clock.now())
         return PoolStatus(
             queued=counts.queued,
             running=counts.running,
             retrying=counts.retrying,
-            processed=_processed(record),
+            delayed=counts.delayed,
+            abandoned=counts.abandoned,
+            processed=_count(record, "processed"),
+            cancelled=_count(record, "cancelled"),
             paused=record is not None and record.status is InstanceStatus.PAUSED,
             concurrency=self._job.concurrency,
         )
