@@ -236,6 +236,35 @@ async def test_a_blocking_sync_execute_longer_than_the_lease_never_runs_twice(
     assert "job.lease_lost" not in setup.logs_text()
 
 
+async def test_a_sync_execute_past_its_timeout_holds_its_instance_until_it_returns(
+    setup: Setup,
+) -> None:
+    """
+    A sync `execute` past its `timeout` (1 s) cannot be stopped: its result is discarded and
+    its instance stays held, marked abandoned, until the thread returns; no other worker
+    runs it meanwhile. The timeout is a defect: the defect policy's retry runs it again.
+    """
+    for name in ("worker-a", "worker-b"):
+        setup.start_worker(lease="1 second", hold=2.5, name=name)
+    sleepy = setup.client().continuous(xproc_app.SLEEPY)
+    await sleepy.start("s", 0)
+    await eventually("the first run started", lambda: len(setup.runs("sleepy")) == 1, setup)
+    deadline = time.monotonic() + WAIT
+    while not (await sleepy.status("s")).abandoned:
+        if time.monotonic() > deadline:
+            pytest.fail(f"the run was not marked abandoned\n{setup.logs_text()}")
+        await asyncio.sleep(0.02)
+    assert setup.runs("sleepy")[0][5] is None  # its thread still runs
+    while await sleepy.get_state("s") != 1:
+        if time.monotonic() > deadline:
+            pytest.fail(f"the retry did not run\n{setup.logs_text()}")
+        await asyncio.sleep(0.05)
+    first, second = setup.runs("sleepy")
+    assert first[5] is not None
+    assert second[4] >= first[5]  # never beside the abandoned thread
+    assert "reason=timeout" in setup.logs_text()
+
+
 def _backends(setup: Setup, name: str) -> int:
     """Terminate every server connection of the worker named `name`; how many there were."""
     with psycopg.connect(setup.where, autocommit=True) as conn:

@@ -4,7 +4,8 @@ Scheduling features through the public API, driven by TestClock: delayed work
 """
 
 import asyncio
-from collections.abc import Awaitable
+import threading
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TypeVar
 
@@ -14,11 +15,16 @@ import pytest
 from durable_jobs import (
     Continuous,
     ContinuousContext,
+    DefectPolicy,
     Engine,
+    Err,
+    ErrorContext,
+    InvalidDefinitionError,
     JobEvent,
     MemoryStorage,
     Ok,
     Result,
+    Retry,
     ValidationError,
     WorkerPool,
     WorkerPoolContext,
@@ -134,3 +140,189 @@ async def test_a_continuous_start_not_before_delays_its_first_run(clock: TestClo
     await clock.advance("1 hour")
     # "a" once more an hour after its first run, and "b" for the first time
     assert runs == [T0 + timedelta(minutes=n) for n in (30, 90, 90)]
+
+
+# -- execution timeouts ----------------------------------------------------------------------
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Let other tasks run until `condition()` holds (bounded by the guard, no timing)."""
+    async with asyncio.timeout(GUARD):
+        # what it waits for is set by other tasks, or by a thread: no event to await
+        while not condition():  # noqa: ASYNC110
+            await asyncio.sleep(0)
+
+
+class Refused(Exception):
+    pass
+
+
+async def test_an_async_execute_past_its_timeout_is_a_defect_never_an_e(
+    clock: TestClock,
+) -> None:
+    started = asyncio.Event()
+    handled: list[Refused] = []
+
+    async def execute(ctx: ContinuousContext[Counter]) -> Result[None, Refused]:
+        ctx.set_state(Counter(ctx.state.n + 1))  # discarded with the attempt
+        if not started.is_set():
+            started.set()
+            await asyncio.Event().wait()  # hangs: the timeout cancels it
+        return Ok(None)
+
+    def on_error(e: Refused, ctx: ErrorContext[Counter]) -> None:
+        handled.append(e)
+
+    job = Continuous(
+        name="sync",
+        state=Counter,
+        schedule=every("1 hour"),
+        execute=execute,
+        on_error=on_error,
+        timeout="30 seconds",
+    )
+    events: list[JobEvent] = []
+    engine = Engine(jobs=[job], storage=MemoryStorage(), clock=clock, observers=[events.append])
+    client = engine.client.continuous(job)
+    await client.start("a", Counter(0))
+    worker = asyncio.create_task(clock.run_due())
+    await promptly(started.wait())
+    clock.set(T0 + timedelta(seconds=30))
+    await promptly(worker)
+
+    (failed,) = of_type(events, "job.failed")
+    assert (failed.defect, failed.reason, failed.will_retry) == (True, "timeout", True)
+    assert failed.error == "TimeoutError: execute ran longer than its timeout (30 s)"
+    status = await client.status("a")
+    assert (status.status, status.run_count) == ("retrying", 1)  # run 1, to be retried
+    assert await client.get_state("a") == Counter(0)
+    await clock.advance("1 second")  # the defect policy's first retry
+    assert await client.get_state("a") == Counter(1)
+    assert handled == []  # on_error only ever sees an E
+
+
+async def test_a_sync_execute_past_its_timeout_holds_its_key_until_its_thread_returns(
+    clock: TestClock,
+) -> None:
+    go = threading.Event()
+    runs: list[str] = []
+
+    def execute(ctx: WorkerPoolContext[Job]) -> Result[None, str]:
+        runs.append(ctx.event.label)
+        if ctx.event.label == "slow":
+            go.wait(GUARD)  # a sync execute cannot be stopped
+        return Ok(None)
+
+    job = WorkerPool(name="mail", event=Job, concurrency=5, execute=execute, timeout=5)
+    events: list[JobEvent] = []
+    engine = Engine(
+        jobs=[job],
+        storage=MemoryStorage(),
+        clock=clock,
+        observers=[events.append],
+        defect_policy=DefectPolicy(max_retries=0),
+    )
+    pool = engine.client.worker_pool(job)
+    await pool.enqueue(Job("slow"), partition_key="k")
+    await pool.enqueue(Job("next"), partition_key="k")
+    worker = asyncio.create_task(clock.run_due())
+    await until(lambda: runs == ["slow"])
+    clock.set(T0 + timedelta(seconds=5))
+    await until(lambda: engine.abandoned_threads == 1)
+    status = await pool.status()
+    assert (status.running, status.abandoned, status.queued) == (1, 1, 1)  # "next" waits
+    assert runs == ["slow"]
+
+    go.set()
+    await promptly(worker)
+    assert engine.abandoned_threads == 0
+    (letter,) = await engine.dead_letters()
+    assert (letter.reason, letter.event) == ("timeout", {"label": "slow"})
+    assert [e.reason for e in of_type(events, "job.failed")] == ["timeout"]
+    await clock.run_due()
+    assert runs == ["slow", "next"]
+    status = await pool.status()
+    assert (status.pending, status.processed) == (0, 1)
+
+
+def test_a_timeout_must_be_a_positive_duration() -> None:
+    with pytest.raises(InvalidDefinitionError, match="timeout"):
+        WorkerPool(name="p", event=Job, concurrency=1, execute=lambda ctx: Ok(None), timeout=0)
+    with pytest.raises(InvalidDefinitionError, match="timeout"):
+        Continuous(
+            name="c",
+            state=Counter,
+            schedule=every("1 hour"),
+            execute=lambda ctx: Ok(None),
+            timeout="soon",
+        )
+
+
+# -- cancelling a running pool event ---------------------------------------------------------
+
+
+async def test_cancelling_a_running_async_event_stops_it_and_records_it_cancelled(
+    clock: TestClock,
+) -> None:
+    started = asyncio.Event()
+    unwound: list[str] = []
+
+    async def execute(ctx: WorkerPoolContext[Job]) -> Result[None, str]:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            unwound.append(ctx.event.label)
+            raise
+        return Ok(None)
+
+    retry: Retry[str] = Retry(max_attempts=5, delay="1 second")
+    job = WorkerPool(name="mail", event=Job, concurrency=1, execute=execute, retry=retry)
+    events: list[JobEvent] = []
+    engine = Engine(jobs=[job], storage=MemoryStorage(), clock=clock, observers=[events.append])
+    pool = engine.client.worker_pool(job)
+    queued = await pool.enqueue(Job("a"))
+    worker = asyncio.create_task(clock.run_due())
+    await promptly(started.wait())
+    assert (await pool.cancel(queued.event_id)).status == "running"
+    await promptly(worker)
+
+    assert unwound == ["a"]
+    assert [(e.type, e.event_id) for e in events if e.type.startswith("job.")] == [
+        ("job.cancelled", queued.event_id)
+    ]
+    await clock.advance("1 hour")  # never retried
+    status = await pool.status()
+    assert (status.pending, status.processed, status.cancelled) == (0, 0, 1)
+    assert await engine.dead_letters() == []
+
+
+async def test_a_cancelled_sync_event_sees_ctx_cancelled_and_is_never_retried(
+    clock: TestClock,
+) -> None:
+    go = threading.Event()
+    seen: list[bool] = []
+
+    def execute(ctx: WorkerPoolContext[Job]) -> Result[None, str]:
+        seen.append(ctx.cancelled)
+        go.wait(GUARD)
+        seen.append(ctx.cancelled)
+        return Err("gave up")  # would be retried, were it not cancelled
+
+    retry: Retry[str] = Retry(max_attempts=5, delay="1 second")
+    job = WorkerPool(name="mail", event=Job, concurrency=1, execute=execute, retry=retry)
+    engine = Engine(jobs=[job], storage=MemoryStorage(), clock=clock)
+    pool = engine.client.worker_pool(job)
+    queued = await pool.enqueue(Job("a"))
+    worker = asyncio.create_task(clock.run_due())
+    await until(lambda: seen == [False])
+    assert (await pool.cancel(queued.event_id)).status == "running"
+    await until(lambda: engine.abandoned_threads == 1)  # stopped; its thread still runs
+    assert (await pool.status()).abandoned == 1
+    go.set()
+    await promptly(worker)
+
+    assert seen == [False, True]
+    await clock.advance("1 hour")
+    status = await pool.status()
+    assert (status.pending, status.cancelled) == (0, 1)

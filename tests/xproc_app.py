@@ -144,7 +144,35 @@ def stamp(ctx: ContinuousContext[int]) -> Ok[None]:
 
 STAMP = Continuous(name="stamp", state=int, schedule=every("1 hour"), execute=stamp)
 
-JOBS = (SLOW, BLOCKING, WAITING, STAMP)
+
+def _ran_before(job: str, instance: str) -> bool:
+    with _sink() as db:
+        row = db.execute(
+            "SELECT 1 FROM runs WHERE job = ? AND instance = ?", (job, instance)
+        ).fetchone()
+    return row is not None
+
+
+def sleepy_tick(ctx: ContinuousContext[int]) -> Ok[None]:
+    """A sync run whose first attempt blocks `XPROC_HOLD` s, past its 1 s timeout."""
+    first = not _ran_before("sleepy", ctx.id)
+    run = started("sleepy", ctx.id)
+    if first:
+        time.sleep(hold())
+    ctx.set_state(ctx.state + 1)
+    ended(run)
+    return Ok(None)
+
+
+SLEEPY = Continuous(
+    name="sleepy",
+    state=int,
+    schedule=every("1 hour"),
+    execute=sleepy_tick,
+    timeout="1 second",
+)
+
+JOBS = (SLOW, BLOCKING, WAITING, STAMP, SLEEPY)
 
 
 def storage_from_env() -> Storage:

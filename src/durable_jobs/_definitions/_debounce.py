@@ -65,6 +65,13 @@ class Debounce(JobDefinition[R], Generic[I, S, E, R]):
     on_error: Callable[[E, ErrorContext[S, R]], None | Awaitable[None]] | None = attrs.field(
         default=None, validator=check.is_optional_callable
     )
+    timeout: timedelta | None = attrs.field(default=None, converter=check.timeout)
+    """
+    How long one `execute` may run (None: no limit). Past it an async `execute` is
+    cancelled; a sync one cannot be, so its result is discarded and the run holds its work
+    until the thread returns. A timeout is a defect, never an `E`: retried by the defect
+    policy, then dead-lettered (see docs/retries-and-errors.md).
+    """
     _state_class: type[S] = attrs.field(init=False)
     _fold: Callable[[DebounceEventContext[I, S, R]], S] = attrs.field(init=False)
 

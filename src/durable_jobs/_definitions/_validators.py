@@ -63,6 +63,17 @@ def flush_after(value: DurationInput) -> timedelta:
     return delta
 
 
+def timeout(value: DurationInput | None) -> timedelta | None:
+    """Converter of every definition's `timeout`: None, or a positive duration."""
+    if value is None:
+        return None
+    delta = to_timedelta(value, field="timeout")
+    if delta <= timedelta(0):
+        msg = f"timeout: must be longer than zero, got {value!r}"
+        raise InvalidDefinitionError(msg)
+    return delta
+
+
 def require_class(field: str, value: object) -> None:
     """Runtime guard for untyped callers: `value` must be a class."""
     if not isinstance(value, type):

@@ -1,6 +1,7 @@
 """`WorkerPool`: a durable queue; at most `concurrency` of its events run at once."""
 
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Generic, Never
 
 import attrs
@@ -57,6 +58,13 @@ class WorkerPool(JobDefinition[R], Generic[I, S, E, R]):
     on_error: Callable[[E, ErrorContext[I, R]], None | Awaitable[None]] | None = attrs.field(
         default=None, validator=check.is_optional_callable
     )
+    timeout: timedelta | None = attrs.field(default=None, converter=check.timeout)
+    """
+    How long one `execute` may run (None: no limit). Past it an async `execute` is
+    cancelled; a sync one cannot be, so its result is discarded and the run holds its work
+    until the thread returns. A timeout is a defect, never an `E`: retried by the defect
+    policy, then dead-lettered (see docs/retries-and-errors.md).
+    """
 
     @property
     def kind(self) -> JobKind:

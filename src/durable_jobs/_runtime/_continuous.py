@@ -191,6 +191,7 @@ class ContinuousHandler(Generic[I, S, E, R]):
             next_run_at=record.alarm_at,
             attempt=record.attempt,
             last_error=record.last_error,
+            abandoned=record.lease is not None and record.lease.abandoned,
         )
 
     async def get_state(self, id: str) -> S | None:
@@ -228,6 +229,7 @@ class ContinuousHandler(Generic[I, S, E, R]):
                 state=cell,
                 letter_state=record.state,
                 letter_meta=record.meta,
+                timeout=self._job.timeout,
             ),
             run,
         )

@@ -345,6 +345,7 @@ class DebounceHandler(Generic[I, S, E, R]):
             next_flush_at=None if record.lease is not None else record.alarm_at,
             attempt=record.attempt,
             last_error=record.last_error,
+            abandoned=record.lease is not None and record.lease.abandoned,
         )
 
     async def get_state(self, id: str) -> S | None:
@@ -433,6 +434,7 @@ class DebounceHandler(Generic[I, S, E, R]):
                 attempts=Attempts.of(record),
                 letter_state=batch.state,
                 letter_meta=encode(batch),
+                timeout=self._job.timeout,
             ),
             run,
         )

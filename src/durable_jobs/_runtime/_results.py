@@ -53,6 +53,11 @@ class ContinuousStatus:
     next_run_at: datetime | None = None
     attempt: int = 1
     last_error: str | None = None
+    abandoned: bool = False
+    """
+    Its run was stopped (past its `timeout`) while a sync `execute` still runs in a thread:
+    the instance stays held (`running`) until the thread returns; its result is discarded.
+    """
 
 
 @attrs.frozen(kw_only=True)
@@ -135,6 +140,11 @@ class DebounceStatus:
     attempt: int = 1
     """The attempt the oldest sealed batch is at."""
     last_error: str | None = None
+    abandoned: bool = False
+    """
+    Its run was stopped (past its `timeout`) while a sync `execute` still runs in a thread:
+    the instance stays held (`running`) until the thread returns; its result is discarded.
+    """
 
 
 SendStatus: TypeAlias = Literal["applied", "queued", "terminated", "duplicate"]
@@ -173,6 +183,11 @@ class TaskStatus:
     last_error: str | None = None
     queued_events: int = 0
     """Events sent during a run, waiting to be folded right after it."""
+    abandoned: bool = False
+    """
+    Its run was stopped (past its `timeout`) while a sync `execute` still runs in a thread:
+    the instance stays held (`running`) until the thread returns; its result is discarded.
+    """
 
 
 @attrs.frozen(kw_only=True)

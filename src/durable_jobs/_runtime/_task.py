@@ -300,6 +300,7 @@ class TaskHandler(Generic[I, S, E, R]):
             attempt=record.attempt,
             last_error=record.last_error,
             queued_events=meta.queued_events,
+            abandoned=record.lease is not None and record.lease.abandoned,
         )
 
     async def get_state(self, id: str) -> S | None:
@@ -380,6 +381,7 @@ class TaskHandler(Generic[I, S, E, R]):
                 letter_meta=record.meta,
                 after_success=lambda: idle_after("execute", cell),
                 after_final_failure=idle_after_failure,
+                timeout=job.timeout,
             ),
             run,
         )

@@ -40,7 +40,7 @@ from ._common import (
 )
 from ._invoke import RunHandle, bind
 from ._results import CancelResult, EnqueueResult, PoolStatus
-from ._runner import Attempts, Execution, Succeeded, run_execution
+from ._runner import Attempts, Cancelled, Execution, Succeeded, run_execution
 from ._services import Services
 
 
@@ -173,8 +173,11 @@ class WorkerPoolHandler(Generic[I, S, E, R]):
         )
 
     async def cancel(self, event_id: str) -> CancelResult:
-        """Remove an event that waits (to start, or for a retry); a running one goes on."""
-        status = await self._services.storage.cancel_item(self._key, event_id)
+        """Remove an event that waits (to start, or for a retry); ask a running one to stop."""
+        services = self._services
+        status = await services.storage.cancel_item(self._key, event_id)
+        if status == "running":
+            services.wake(services.clock.now())  # a local worker's lease keeper asks at once
         return CancelResult(cancelled=status == "cancelled", status=status)
 
     async def is_pending(self, event_id: str) -> bool:
@@ -223,7 +226,7 @@ class WorkerPoolHandler(Generic[I, S, E, R]):
         event = decode(item.event, job.event)
         info = execution_info(self._key, item.attempt, now)
         context = WorkerPoolContext(
-            info, deps, event, item.event_id, item.partition_key, item.priority
+            info, deps, event, item.event_id, item.partition_key, item.priority, run.is_cancelled
         )
         execute = job.execute
         result = await run_execution(
@@ -250,6 +253,7 @@ class WorkerPoolHandler(Generic[I, S, E, R]):
                 event=item.event,
                 event_id=item.event_id,
                 park_on_defect=False,
+                timeout=job.timeout,
             ),
             run,
         )
@@ -271,6 +275,7 @@ class WorkerPoolHandler(Generic[I, S, E, R]):
                 retry=retry,
                 letters=result.letters,
                 processed=1 if isinstance(result.outcome, Succeeded) else 0,
+                cancelled=isinstance(result.outcome, Cancelled),
             ),
         )
         services.wake(result.alarm_at or result.ended_at)
