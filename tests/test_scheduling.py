@@ -15,6 +15,9 @@ import pytest
 from durable_jobs import (
     Continuous,
     ContinuousContext,
+    Debounce,
+    DebounceEventContext,
+    DebounceExecuteContext,
     DefectPolicy,
     Engine,
     Err,
@@ -326,3 +329,58 @@ async def test_a_cancelled_sync_event_sees_ctx_cancelled_and_is_never_retried(
     await clock.advance("1 hour")
     status = await pool.status()
     assert (status.pending, status.cancelled) == (0, 1)
+
+
+# -- quiet-period debounce -------------------------------------------------------------------
+
+
+async def test_a_quiet_period_debounce_flushes_once_events_stop_or_at_its_cap(
+    clock: TestClock,
+) -> None:
+    flushed: list[tuple[tuple[str, ...], object, str]] = []
+
+    def fold(ctx: DebounceEventContext[str, tuple[str, ...]]) -> tuple[str, ...]:
+        return (*(ctx.state or ()), ctx.event)
+
+    def execute(ctx: DebounceExecuteContext[tuple[str, ...]]) -> Result[None, str]:
+        flushed.append((ctx.state, ctx.now, ctx.flush_reason))
+        return Ok(None)
+
+    job = Debounce(
+        name="typing",
+        event=str,
+        state=tuple,
+        on_event=fold,
+        execute=execute,
+        flush_after="60 seconds",
+        quiet=True,
+        max_wait="150 seconds",
+    )
+    client = Engine(jobs=[job], storage=MemoryStorage(), clock=clock).client.debounce(job)
+    first = await client.add("a", "h")
+    assert first.will_flush_at == T0 + timedelta(seconds=60)
+    await clock.advance("50 seconds")
+    assert (await client.add("a", "e")).will_flush_at == T0 + timedelta(seconds=110)
+    await clock.advance("50 seconds")
+    # the quiet period would end at 160 s: the cap (150 s after the first event) comes first
+    assert (await client.add("a", "y")).will_flush_at == T0 + timedelta(seconds=150)
+    await clock.advance("49 seconds")
+    assert flushed == []
+    await clock.advance("1 second")
+    assert flushed == [(("h", "e", "y"), T0 + timedelta(seconds=150), "flush_after")]
+
+    await client.add("b", "x")  # a lone event flushes once the quiet period is over
+    await clock.advance("60 seconds")
+    assert flushed[1:] == [(("x",), T0 + timedelta(seconds=210), "flush_after")]
+
+
+def test_a_quiet_period_needs_a_cap_and_only_it_takes_one() -> None:
+    def execute(ctx: DebounceExecuteContext[str]) -> Result[None, str]:
+        return Ok(None)
+
+    with pytest.raises(InvalidDefinitionError, match="max_wait"):
+        Debounce(name="d", event=str, flush_after=60, execute=execute, quiet=True)
+    with pytest.raises(InvalidDefinitionError, match="max_wait"):
+        Debounce(name="d", event=str, flush_after=60, execute=execute, max_wait=120)
+    with pytest.raises(InvalidDefinitionError, match="max_wait"):
+        Debounce(name="d", event=str, flush_after=60, execute=execute, quiet=True, max_wait=30)

@@ -63,6 +63,11 @@ def flush_after(value: DurationInput) -> timedelta:
     return delta
 
 
+def optional_duration(value: DurationInput | None) -> timedelta | None:
+    """Converter of an optional duration field (`Debounce.max_wait`)."""
+    return None if value is None else to_timedelta(value, field="max_wait")
+
+
 def timeout(value: DurationInput | None) -> timedelta | None:
     """Converter of every definition's `timeout`: None, or a positive duration."""
     if value is None:
