@@ -9,6 +9,7 @@ add returned while the flush was still running" is read off the sink.
 """
 
 import asyncio
+import bisect
 import contextlib
 import os
 import signal
@@ -338,3 +339,36 @@ async def test_killed_backends_for_longer_than_the_lease_refuse_the_stale_finish
         "the victim reported its lost lease", lambda: "job.lease_lost" in setup.log("victim"), setup
     )
     assert await stamp.get_state("s") == rescuer.pid
+
+
+def _most_in_a_period(times: list[float], period: float) -> int:
+    """The most of `times` in any half-open window [t, t + period) starting at one of them."""
+    ordered = sorted(times)
+    return max(
+        (bisect.bisect_left(ordered, t + period) - i for i, t in enumerate(ordered)), default=0
+    )
+
+
+async def test_a_rate_limit_holds_across_three_workers(pg_setup: Setup) -> None:
+    """
+    `RateLimit(limit=3, period="1 second")` on a pool with `concurrency=10`, served by three
+    worker processes: in any period at most 3 events start, counted on the claims (the
+    engine times the storage's budget uses, recorded by every worker) and every event runs.
+    An execution starts a moment after its claim (the worker's own scheduling), so execute
+    start times, printed beside, can bunch more closely than the claims.
+    """
+    setup = pg_setup
+    for n in range(3):
+        setup.start_worker(lease="30 seconds", hold=0, name=f"worker-{n}")
+    pool = setup.client().worker_pool(xproc_app.RATED)
+    await pool.enqueue_many([f"e{n}" for n in range(15)])
+    await eventually("every event ran", lambda: len(setup.runs("rated")) == 15, setup)
+
+    with contextlib.closing(sqlite3.connect(setup.sink, timeout=30)) as db:
+        claims = db.execute("SELECT pid, at FROM claims WHERE job = 'rated'").fetchall()
+    assert len(claims) == 15
+    assert len({pid for pid, _ in claims}) > 1, "one worker took every claim"
+    most = _most_in_a_period([at for _, at in claims], 1.0)
+    runs = _most_in_a_period([run[4] for run in setup.runs("rated")], 1.0)
+    print(f"rate limit 3/s, 3 workers: at most {most} claims ({runs} execute starts) in 1 s")
+    assert most <= 3

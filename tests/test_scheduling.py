@@ -26,6 +26,7 @@ from durable_jobs import (
     JobEvent,
     MemoryStorage,
     Ok,
+    RateLimit,
     Result,
     Retry,
     ValidationError,
@@ -384,3 +385,64 @@ def test_a_quiet_period_needs_a_cap_and_only_it_takes_one() -> None:
         Debounce(name="d", event=str, flush_after=60, execute=execute, max_wait=120)
     with pytest.raises(InvalidDefinitionError, match="max_wait"):
         Debounce(name="d", event=str, flush_after=60, execute=execute, quiet=True, max_wait=30)
+
+
+# -- rate limits -----------------------------------------------------------------------------
+
+
+async def test_a_rate_limit_bounds_the_starts_per_period(clock: TestClock) -> None:
+    starts: list[tuple[str, object]] = []
+
+    def execute(ctx: WorkerPoolContext[Job]) -> Result[None, str]:
+        starts.append((ctx.event.label, ctx.now))
+        return Ok(None)
+
+    job = WorkerPool(
+        name="api",
+        event=Job,
+        concurrency=10,
+        execute=execute,
+        rate_limit=RateLimit(limit=2, period="10 seconds"),
+    )
+    pool = Engine(jobs=[job], storage=MemoryStorage(), clock=clock).client.worker_pool(job)
+    await pool.enqueue_many([Job(label) for label in "abcde"])
+    await clock.run_due()
+    assert [label for label, _ in starts] == ["a", "b"]
+    await clock.advance("9 seconds")
+    assert len(starts) == 2
+    await clock.advance("30 seconds")  # the worker waits for the budget, then starts more
+    assert starts == [
+        ("a", T0),
+        ("b", T0),
+        ("c", T0 + timedelta(seconds=10)),
+        ("d", T0 + timedelta(seconds=10)),
+        ("e", T0 + timedelta(seconds=20)),
+    ]
+
+
+async def test_a_rate_limit_per_key_gives_each_key_its_own_budget(clock: TestClock) -> None:
+    starts: list[tuple[str, object]] = []
+
+    def execute(ctx: WorkerPoolContext[Job]) -> Result[None, str]:
+        starts.append((ctx.event.label, ctx.now))
+        return Ok(None)
+
+    job = WorkerPool(
+        name="api",
+        event=Job,
+        concurrency=10,
+        execute=execute,
+        rate_limit=RateLimit(limit=1, period="1 minute", per_key=True),
+    )
+    pool = Engine(jobs=[job], storage=MemoryStorage(), clock=clock).client.worker_pool(job)
+    await pool.enqueue_many([Job("a1"), Job("a2")], partition_key="tenant-a")
+    await pool.enqueue(Job("b1"), partition_key="tenant-b")
+    await clock.advance("1 minute")
+    assert starts == [("a1", T0), ("b1", T0), ("a2", T0 + timedelta(minutes=1))]
+
+
+def test_a_rate_limit_needs_a_positive_limit_and_period() -> None:
+    with pytest.raises(InvalidDefinitionError, match="limit"):
+        RateLimit(limit=0, period=1)
+    with pytest.raises(InvalidDefinitionError, match="period"):
+        RateLimit(limit=1, period=0)

@@ -23,6 +23,7 @@ from ._definitions._base import JobDefinition as JobDefinition
 from ._definitions._continuous import Continuous as Continuous
 from ._definitions._debounce import Debounce as Debounce
 from ._definitions._task import Task as Task
+from ._definitions._worker_pool import RateLimit as RateLimit
 from ._definitions._worker_pool import WorkerPool as WorkerPool
 from ._duration import DurationInput as DurationInput
 from ._errors import ConflictError as ConflictError
@@ -140,6 +141,7 @@ __all__ = [
     "Observer",
     "Ok",
     "PoolStatus",
+    "RateLimit",
     "Result",
     "ResumeAction",
     "ResumeResult",

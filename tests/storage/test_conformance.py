@@ -1722,3 +1722,16 @@ async def test_a_rate_limit_is_per_pool(storage: Storage) -> None:
     assert sorted(ids(claims)) == ["a", "x"]
     unlimited = await storage.claim_items({other: 5}, at(1), limit=10, lease=LEASE)
     assert ids(unlimited) == ["y"]
+
+
+async def test_a_rate_limit_counts_starts_a_later_now_recorded(storage: Storage) -> None:
+    # two processes take `now` before their claims: the one with the earlier time may
+    # claim second, and must still see the other's start
+    rates = {POOL: PoolRate(limit=1, period=timedelta(seconds=10))}
+    await push(storage, event("a"), event("b"))
+    first = await storage.claim_items({POOL: 5}, at(10), limit=5, lease=LEASE, rates=rates)
+    assert ids(first) == ["a"]
+    late = await storage.claim_items({POOL: 5}, at(9), limit=5, lease=LEASE, rates=rates)
+    assert late == []
+    again = await storage.claim_items({POOL: 5}, at(20), limit=5, lease=LEASE, rates=rates)
+    assert ids(again) == ["b"]

@@ -23,6 +23,7 @@ from .._storage._interface import (
     InstanceKey,
     ItemClaim,
     LeaseLostError,
+    PoolRate,
 )
 from ._invoke import RunHandle
 from ._services import RegisteredJob, Services
@@ -170,6 +171,11 @@ class Worker:
         self._pools: dict[InstanceKey, int] = {
             job.pool: job.concurrency for job in jobs.values() if job.pool is not None
         }
+        self._rates: dict[InstanceKey, PoolRate] = {
+            job.pool: job.rate
+            for job in jobs.values()
+            if job.pool is not None and job.rate is not None
+        }
         self.sleeping_until: datetime | None = None
         """When `serve` looks for work next unless woken (None: it is looking right now)."""
 
@@ -180,7 +186,7 @@ class Worker:
 
     async def next_alarm_at(self) -> datetime | None:
         """When due work can next be claimed (None: nothing is scheduled)."""
-        return await self._services.storage.next_alarm_at(self._pools)
+        return await self._services.storage.next_alarm_at(self._pools, self._rates or None)
 
     async def claim(self, limit: int) -> list[Claim | ItemClaim]:
         """Claim up to `limit` due instances and ready pool events."""
@@ -192,8 +198,15 @@ class Worker:
             return claimed
         claimed.extend(await storage.claim_due(now, limit=limit, lease=lease))
         if self._pools and len(claimed) < limit:
+            now = self._services.clock.now()  # a rate limit counts starts at this time
             claimed.extend(
-                await storage.claim_items(self._pools, now, limit=limit - len(claimed), lease=lease)
+                await storage.claim_items(
+                    self._pools,
+                    now,
+                    limit=limit - len(claimed),
+                    lease=lease,
+                    rates=self._rates or None,
+                )
             )
         return claimed
 

@@ -171,6 +171,18 @@ class PoolRate:
     period: timedelta
     per_key: bool = False
 
+    def forget_before(self, now: datetime) -> datetime:
+        """
+        Starts at or before this time may be deleted: never counted again by any claim.
+
+        A claim counts every start later than its `now - period`, also starts recorded
+        with a later time than its own `now`: claims of several processes take their `now`
+        before they wait for the pool's claim lock, so a later claim may carry an earlier
+        time. Deleting starts only well after they stop counting (two periods, at least a
+        minute) keeps such a claim from missing one.
+        """
+        return now - self.period - max(self.period, timedelta(minutes=1))
+
     def bucket(self, partition_key: str | None) -> str:
         """The budget an event with `partition_key` draws from (stored with each start)."""
         if not self.per_key:
@@ -369,11 +381,12 @@ class Storage(Protocol):
         Higher priority first, then FIFO. Raises `SchemaMismatchError` like `claim_due`.
 
         A pool in `rates` also needs budget: fewer than `rate.limit` starts (claims) of its
-        events at engine times in `(now - rate.period, now]`, per partition key with
-        `per_key`; each claim records a start at `now`, and starts older than the period are
-        forgotten. The budget holds across every process, like concurrency. An event whose
-        cancel was requested and whose lease is gone (its worker died) is not claimed: it is
-        removed and counted as cancelled.
+        events at engine times after `now - rate.period` (later than `now` too: another
+        process's claim may have taken a later `now`), per partition key with `per_key`;
+        each claim records a start at `now`, and starts are forgotten after
+        `rate.forget_before(now)`. The budget holds across every process, like concurrency.
+        An event whose cancel was requested and whose lease is gone (its worker died) is not
+        claimed: it is removed and counted as cancelled.
         """
         ...
 

@@ -294,8 +294,8 @@ class _Store:
         cutoff = now - rate.period
         left: dict[str, int] = {}
         for bucket, starts in list(self.starts.get(pool, {}).items()):
-            del starts[: bisect.bisect_right(starts, cutoff)]  # no longer counted
-            left[bucket] = rate.limit - sum(1 for start in starts if start <= now)
+            del starts[: bisect.bisect_right(starts, rate.forget_before(now))]
+            left[bucket] = rate.limit - (len(starts) - bisect.bisect_right(starts, cutoff))
         return left
 
     def record_start(self, pool: InstanceKey, bucket: str, now: datetime) -> None:

@@ -1299,12 +1299,12 @@ async def _budgets(
     params = _key_params(pool)
     await conn.execute(
         f"DELETE FROM rate_starts WHERE {_KEY} AND started_at <= %s",
-        (*params, now - rate.period),
+        (*params, rate.forget_before(now)),
     )
     cursor = await conn.execute(
-        f"SELECT bucket, count(*) FROM rate_starts WHERE {_KEY} AND started_at <= %s"
+        f"SELECT bucket, count(*) FROM rate_starts WHERE {_KEY} AND started_at > %s"
         " GROUP BY bucket",
-        (*params, now),
+        (*params, now - rate.period),
     )
     return {str(bucket): rate.limit - _int(used) for bucket, used in await cursor.fetchall()}
 

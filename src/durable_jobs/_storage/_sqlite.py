@@ -418,12 +418,11 @@ def _budgets(
 ) -> dict[str, int]:
     """How many more starts each budget of the pool allows at `now_us` (others: all)."""
     params = _key_params(pool)
-    cutoff = now_us - _lease_micros(rate.period)
-    conn.execute(f"DELETE FROM rate_starts WHERE {_KEY} AND started_at <= ?", (*params, cutoff))
+    forget = _micros(rate.forget_before(_when(now_us)))
+    conn.execute(f"DELETE FROM rate_starts WHERE {_KEY} AND started_at <= ?", (*params, forget))
     rows = conn.execute(
-        f"SELECT bucket, COUNT(*) FROM rate_starts WHERE {_KEY} AND started_at <= ?"
-        " GROUP BY bucket",
-        (*params, now_us),
+        f"SELECT bucket, COUNT(*) FROM rate_starts WHERE {_KEY} AND started_at > ? GROUP BY bucket",
+        (*params, now_us - _lease_micros(rate.period)),
     ).fetchall()
     return {str(bucket): rate.limit - int(used) for bucket, used in rows}
 
