@@ -36,7 +36,9 @@ from ._errors import InvalidDefinitionError as InvalidDefinitionError
 from ._errors import JobNotFoundError as JobNotFoundError
 from ._errors import SchemaMismatchError as SchemaMismatchError
 from ._errors import StorageError as StorageError
+from ._errors import UndecodableDataError as UndecodableDataError
 from ._errors import ValidationError as ValidationError
+from ._limits import DataLimits as DataLimits
 from ._observe import EventType as EventType
 from ._observe import JobEvent as JobEvent
 from ._observe import Observer as Observer
@@ -104,6 +106,7 @@ __all__ = [
     "ContinuousContext",
     "ContinuousStatus",
     "Cron",
+    "DataLimits",
     "DeadLetter",
     "DeadLetterNotFoundError",
     "Debounce",
@@ -163,6 +166,7 @@ __all__ = [
     "TaskStatus",
     "TerminateResult",
     "TriggerResult",
+    "UndecodableDataError",
     "ValidationError",
     "WorkerPool",
     "WorkerPoolClient",

@@ -14,12 +14,13 @@ import json
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Protocol, TextIO, TypeGuard, runtime_checkable
 
 from . import demo as demo_module
 from ._clock import Clock, SystemClock
+from ._duration import to_timedelta
 from ._errors import (
     ConflictError,
     DeadLetterNotFoundError,
@@ -42,6 +43,15 @@ EXIT_CONFLICT = 5
 
 class UsageError(Exception):
     """A bad argument the parser could not catch (e.g. a module path)."""
+
+
+@runtime_checkable
+class Existing(Protocol):
+    """A storage that can tell whether its database exists without creating it."""
+
+    async def exists(self) -> bool:
+        """Whether the database (SQLite file, PostgreSQL schema) exists."""
+        ...
 
 
 @runtime_checkable
@@ -113,6 +123,22 @@ def _parser() -> argparse.ArgumentParser:
         _storage_options(action)
         action.add_argument("letter_id", metavar="LETTER_ID")
         action.set_defaults(run=run)
+
+    prune = commands.add_parser(
+        "prune", help="delete old dead letters and failed instances (nothing by default)"
+    )
+    _storage_options(prune)
+    prune.add_argument(
+        "--dead-letters-older-than",
+        metavar="DURATION",
+        help='delete dead letters written longer ago than this, e.g. "30 days"',
+    )
+    prune.add_argument(
+        "--failed-older-than",
+        metavar="DURATION",
+        help="delete instances that failed finally and were not updated for this long",
+    )
+    prune.set_defaults(run=_prune)
 
     migrate = commands.add_parser(
         "migrate", help="upgrade the database schema (stop every worker first; no downgrade)"
@@ -284,6 +310,35 @@ def _letters_discard(args: argparse.Namespace) -> int:
     return _with_storage(args, run)
 
 
+def _prune(args: argparse.Namespace) -> int:
+    letters_age = _duration("--dead-letters-older-than", args.dead_letters_older_than)
+    failed_age = _duration("--failed-older-than", args.failed_older_than)
+    if letters_age is None and failed_age is None:
+        msg = "prune: give --dead-letters-older-than and/or --failed-older-than (keeps all)"
+        raise UsageError(msg)
+
+    async def run(storage: Storage, clock: Clock) -> int:
+        now = clock.now()
+        letters, instances = await _admin.prune(
+            storage,
+            letters_before=None if letters_age is None else now - letters_age,
+            failed_before=None if failed_age is None else now - failed_age,
+        )
+        print(f"pruned {letters} dead letters and {instances} failed instances")
+        return EXIT_OK
+
+    return _with_storage(args, run)
+
+
+def _duration(option: str, text: str | None) -> timedelta | None:
+    if text is None:
+        return None
+    try:
+        return to_timedelta(text, field=option)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+
+
 def _migrate(args: argparse.Namespace) -> int:
     async def run(storage: Storage, clock: Clock) -> int:
         del clock
@@ -330,11 +385,23 @@ def _with_storage(
 
     async def go() -> int:
         try:
+            # an operator command never creates a database: a wrong --db, --dsn/--schema or
+            # --app path must not silently show an empty one
+            if isinstance(storage, Existing) and not await storage.exists():
+                msg = f"no durable-jobs database at {_where(storage)} (check the path or name)"
+                raise StorageError(msg)
             return await run(storage, clock)
         finally:
             await storage.close()
 
     return asyncio.run(go())
+
+
+def _where(storage: Storage) -> str:
+    if isinstance(storage, SqliteStorage):
+        return f"SQLite file {str(storage.path)!r}"
+    schema = getattr(storage, "schema", None)
+    return f"PostgreSQL schema {schema!r}" if isinstance(schema, str) else type(storage).__name__
 
 
 def _postgres(dsn: str, schema: str) -> Storage:
@@ -397,6 +464,8 @@ def _record_json(record: InstanceRecord) -> dict[str, object]:
         "last_error": record.last_error,
         "created_at": _time(record.created_at),
         "updated_at": _time(record.updated_at),
+        # a row the storage could not fully parse: what, and where (state/meta show its text)
+        "unreadable": record.unreadable,
     }
 
 

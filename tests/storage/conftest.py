@@ -17,6 +17,7 @@ storage (it may call `pytest.skip` when the backend cannot run here). For exampl
 """
 
 import contextlib
+import uuid
 from collections.abc import AsyncGenerator, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -61,7 +62,8 @@ async def _sqlite(tmp: Path) -> AsyncGenerator[Storage]:
 @contextlib.asynccontextmanager
 async def _postgres(tmp: Path) -> AsyncGenerator[Storage]:
     # every test gets a schema of its own on the session's throwaway server
-    storage = PostgresStorage(postgres_dsn(), schema=f"t_{tmp.name.lower()[-40:]}_{id(tmp)}")
+    # at most 50 characters: the schema's NOTIFY channel must fit PostgreSQL's 63 bytes
+    storage = PostgresStorage(postgres_dsn(), schema=f"t_{uuid.uuid4().hex}")
     try:
         yield storage
     finally:

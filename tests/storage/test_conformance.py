@@ -800,6 +800,33 @@ async def test_forget_seen_before_drops_strictly_older_ids(storage: Storage) -> 
     assert await storage.forget_seen_before(at(100)) == 2
 
 
+async def test_forget_seen_before_keeps_queued_ids_and_live_debounce_ids(
+    storage: Storage,
+) -> None:
+    pool = key("pool", job="pool", kind=JobKind.WORKER_POOL)
+    assert await storage.push_items(pool, [item("waiting"), item("done")], now=at(0)) == [
+        True,
+        True,
+    ]
+    assert await storage.cancel_item(pool, "done") == "cancelled"
+    open_batch = key("d", kind=JobKind.DEBOUNCE)
+    async with storage.instance(open_batch) as tx:
+        tx.save(record(open_batch))
+        tx.remember("folded", at(0))
+    gone = key("gone", kind=JobKind.DEBOUNCE)  # no record: its batches are over
+    async with storage.instance(gone) as tx:
+        tx.remember("flushed", at(0))
+    assert await storage.forget_seen_before(at(100)) == 2  # "done" and "flushed"
+    assert await has_seen(storage, pool, "waiting")
+    assert not await has_seen(storage, pool, "done")
+    assert await has_seen(storage, open_batch, "folded")
+    assert not await has_seen(storage, gone, "flushed")
+    assert await storage.cancel_item(pool, "waiting") == "cancelled"
+    async with storage.instance(open_batch) as tx:
+        tx.purge()
+    assert await storage.forget_seen_before(at(100)) == 2
+
+
 # -- queues --------------------------------------------------------------------------------
 
 

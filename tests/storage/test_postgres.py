@@ -14,12 +14,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import attrs
 import psycopg
 import pytest
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
-from durable_jobs import SchemaMismatchError, StorageError
+from durable_jobs import SchemaMismatchError, StorageError, ValidationError
 from durable_jobs._storage._interface import (
     Claim,
     InstanceKey,
@@ -172,6 +173,19 @@ async def test_a_role_that_may_not_create_schemas_works_in_an_existing_one() -> 
 def test_a_bad_schema_name_is_rejected_at_once() -> None:
     with pytest.raises(ValueError, match="schema"):
         PostgresStorage(postgres_dsn(), schema="Robert'); DROP TABLE students;--")
+
+
+async def test_a_schema_name_fits_the_notify_channel_limit() -> None:
+    with pytest.raises(ValueError, match="63 bytes"):
+        PostgresStorage(postgres_dsn(), schema="s" * 51)
+    # the longest accepted name: a commit from one storage wakes a listener on another
+    schema = f"t_{uuid.uuid4().hex}".ljust(50, "x")
+    async with storages(2, schema) as (watcher, writer):
+        waiting = asyncio.ensure_future(watcher.wait_for_change())
+        await listening(f"durable_jobs_{schema}")
+        await push(writer, "")
+        async with asyncio.timeout(10):
+            await waiting
 
 
 # -- races between processes -----------------------------------------------------------------
@@ -709,3 +723,28 @@ async def test_a_lost_server_is_a_storage_error_from_every_operation() -> None:
 async def opened_block(storage: PostgresStorage) -> None:
     async with storage.instance(KEY) as tx:
         tx.save(record(2))
+
+
+@pytest.mark.parametrize(
+    ("event_id", "priority", "event"),
+    [
+        ("a\x00b", 0, None),  # psycopg refuses NUL in text
+        ("e", 2**31, None),  # the INTEGER column's range
+        ("\ud800", 0, None),  # not UTF-8
+        ("e", 0, {"x": float("nan")}),  # JSON has no NaN
+    ],
+)
+async def test_data_the_database_refuses_is_a_validation_error(
+    event_id: str, priority: int, event: object
+) -> None:
+    # the data boundary refuses these before any write; the storage maps them anyway
+    pool = InstanceKey(JobKind.WORKER_POOL, "pool", "pool")
+    async with storages(1) as (storage,):
+        item = QueueItem(event_id=event_id, event=event, priority=priority, enqueued_at=T0)
+        with pytest.raises(ValidationError, match="PostgreSQL cannot store a value"):
+            await storage.push_items(pool, [item], now=T0)
+        async with storage.instance(pool) as tx:  # nothing held, nothing written
+            assert tx.record is None
+        assert await storage.push_items(
+            pool, [attrs.evolve(item, event_id="ok", priority=0, event=None)], now=T0
+        ) == [True]

@@ -23,8 +23,10 @@ from durable_jobs import (
 from durable_jobs._storage._interface import (
     InstanceKey,
     InstanceRecord,
+    InstanceStatus,
     JobKind,
     LeaseLostError,
+    QueueItem,
 )
 from durable_jobs._storage._sqlite import SCHEMA_VERSION
 from durable_jobs.testing import TestClock
@@ -79,14 +81,30 @@ async def test_corrupt_state_of_one_instance_does_not_hide_the_others(tmp_path: 
     await storage.close()
     with sqlite3.connect(path) as raw:
         raw.execute("UPDATE instances SET state = '{oops' WHERE id = 'a'")
+        raw.execute("UPDATE instances SET status = 'zombie' WHERE id = 'a'")
+        raw.execute("UPDATE instances SET updated_at = 'yesterday' WHERE id = 'a'")
     storage = SqliteStorage(path)
-    with pytest.raises(StorageError, match=r"task:job:a.*unreadable"):
-        await storage.read(KEY)
+    # the row reads, noted as unreadable, with its text as a stand-in: the runtime parks it
+    broken = await storage.read(KEY)
+    assert broken is not None
+    assert broken.state == "{oops"
+    assert broken.status is InstanceStatus.FAILED
+    assert broken.unreadable is not None
+    assert "state: invalid JSON" in broken.unreadable
+    assert "unknown status" in broken.unreadable
+    assert "updated_at: not a time" in broken.unreadable
     assert await storage.read(other) == record(1, other)
-    with pytest.raises(StorageError):
-        async with storage.instance(KEY):
-            pass
-    async with storage.instance(other) as tx:  # the failed block released what it held
+    assert len(await storage.list_instances()) == 2
+    async with storage.instance(KEY) as tx:  # saving keeps the stored text for repair
+        current = tx.record
+        assert current is not None
+        tx.save(attrs.evolve(current, status=InstanceStatus.FAILED, last_error="parked"))
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("SELECT state, status FROM instances WHERE id = 'a'").fetchone() == (
+            "{oops",
+            "failed",
+        )
+    async with storage.instance(other) as tx:
         tx.save(record(2, other))
     assert await storage.read(other) == record(2, other)
     await storage.close()
@@ -284,3 +302,37 @@ async def test_a_rejected_operation_changes_nothing_on_disk(tmp_path: Path) -> N
         await client.add_json("b", "{not json")
     await engine.storage.close()
     assert dump() == before
+
+
+async def test_forgetting_event_ids_gives_the_space_back(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    storage = SqliteStorage(path)
+    for batch in range(10):
+        async with storage.instance(KEY) as tx:
+            for n in range(500):
+                tx.remember(f"event-{batch}-{n}-{'x' * 40}", T0)
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA auto_vacuum").fetchone() == (2,)  # incremental
+        grown = raw.execute("PRAGMA page_count").fetchone()[0]
+    assert await storage.forget_seen_before(T0 + timedelta(days=1)) == 5000
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA freelist_count").fetchone() == (0,)
+        assert raw.execute("PRAGMA page_count").fetchone()[0] < grown / 4
+    await storage.close()
+
+
+@pytest.mark.parametrize(
+    ("event_id", "priority"), [("e", 2**63), ("\ud800", 0)], ids=["int64", "surrogate"]
+)
+async def test_data_the_driver_refuses_is_a_validation_error(
+    tmp_path: Path, event_id: str, priority: int
+) -> None:
+    # the data boundary refuses these before any write; the storage maps them anyway
+    storage = SqliteStorage(tmp_path / "jobs.db")
+    pool = InstanceKey(JobKind.WORKER_POOL, "pool", "pool")
+    item = QueueItem(event_id=event_id, event=None, priority=priority, enqueued_at=T0)
+    with pytest.raises(ValidationError, match=r"SQLite database .* cannot store a value"):
+        await storage.push_items(pool, [item], now=T0)
+    ok = QueueItem(event_id="ok", event=None, enqueued_at=T0)
+    assert await storage.push_items(pool, [ok], now=T0) == [True]  # no lock left behind
+    await storage.close()

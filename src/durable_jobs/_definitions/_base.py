@@ -6,8 +6,9 @@ from typing import Any, Generic
 import attrs
 from typing_extensions import TypeVar
 
-from .._errors import InvalidDefinitionError
+from .._errors import InvalidDefinitionError, ValidationError
 from .._runtime._services import RegisteredJob, Services
+from .._serde import check_id
 
 
 R = TypeVar("R", contravariant=True, default=object)
@@ -38,13 +39,20 @@ def check_name(_instance: object, _attribute: "attrs.Attribute[str]", value: str
 
 
 def validate_name(value: object) -> None:
-    """Job names are non-empty strings without ':' (it separates parts of instance ids)."""
+    """
+    Job names are non-empty strings without ':' (it separates parts of instance ids), and
+    follow the rule of ids: no control characters, at most 512 UTF-8 bytes.
+    """
     if not isinstance(value, str) or not value.strip():
         msg = f"name: a job needs a non-empty name, got {value!r}"
         raise InvalidDefinitionError(msg)
     if ":" in value or value != value.strip():
         msg = f"name: {value!r} must not contain ':' or surrounding whitespace"
         raise InvalidDefinitionError(msg)
+    try:
+        check_id("name", value)
+    except ValidationError as error:
+        raise InvalidDefinitionError(str(error)) from None
 
 
 def build(cls: type[Any], **fields: object) -> Any:

@@ -181,3 +181,38 @@ def _due(record: InstanceRecord, now: datetime) -> InstanceRecord:
         defects=0,
         updated_at=now,
     )
+
+
+async def prune(
+    storage: Storage,
+    *,
+    letters_before: datetime | None,
+    failed_before: datetime | None,
+) -> tuple[int, int]:
+    """
+    Delete dead letters written before `letters_before` and instances that failed finally
+    and were last updated before `failed_before` (None: keep them all); returns how many
+    of each. An instance is checked again inside its own block: one that was resumed or
+    is leased meanwhile is kept.
+    """
+    letters = 0
+    if letters_before is not None:
+        for letter in await storage.dead_letters():
+            if letter.at < letters_before and await storage.delete_dead_letter(letter.id):
+                letters += 1
+    instances = 0
+    if failed_before is not None:
+        for listed in await storage.list_instances():
+            if listed.status is not InstanceStatus.FAILED or listed.updated_at >= failed_before:
+                continue
+            async with storage.instance(listed.key) as tx:
+                record = tx.record
+                if (
+                    record is not None
+                    and record.status is InstanceStatus.FAILED
+                    and record.updated_at < failed_before
+                    and record.lease is None
+                ):
+                    tx.purge()  # its remembered event ids and dead letters stay
+                    instances += 1
+    return letters, instances

@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Generic, Never, Protocol
 from typing_extensions import TypeVar
 
 from .._clock import Clock, SystemClock
-from .._errors import DuplicateJobError, JobNotFoundError, ValidationError
+from .._errors import DuplicateJobError, JobNotFoundError
+from .._limits import DataLimits
 from .._observe import EventSink, Observer
-from .._serde import decode, decode_json_text
+from .._serde import Extra, from_json
 from .._storage._interface import Storage
 from .._storage._sqlite import default_storage
 from .._types import JsonValue
@@ -115,24 +116,6 @@ class _PoolOps(Protocol[IC]):
     async def is_pending(self, event_id: str) -> bool: ...
 
 
-def _parse(payload: str | bytes | JsonValue, cls: type[I], field: str) -> I:
-    """Validate data from outside (JSON text or an already-parsed JSON value) as a `cls`."""
-    if isinstance(payload, str | bytes):
-        try:
-            return decode_json_text(payload, cls)
-        except ValidationError as error:
-            raise ValidationError(f"{field}{_tail(error.path)}", error.message) from error
-    try:
-        return decode(payload, cls)
-    except ValidationError as error:
-        raise ValidationError(f"{field}{_tail(error.path)}", error.message) from error
-
-
-def _tail(path: str) -> str:
-    path = path.removeprefix("$")
-    return path if not path or path.startswith((".", "[")) else f".{path}"
-
-
 async def _wait_until(done: Callable[[], Awaitable[bool]]) -> None:
     """Poll `done` with a growing pause until it is true."""
     pause = _POLL_FIRST
@@ -164,12 +147,14 @@ class Client:
         storage: Storage | None = None,
         clock: Clock | None = None,
         observers: Sequence[Observer] = (),
+        limits: DataLimits | None = None,
     ) -> None:
         """
         A client of `jobs` on `storage` (by default `SqliteStorage("durable_jobs.db")`).
 
         `clock` must be the one the workers use in tests (`TestClock`); `observers` receive
-        the events of these calls (`debounce.started`, `pool.enqueued`, ...).
+        the events of these calls (`debounce.started`, `pool.enqueued`, ...); `limits`
+        bounds the events and states these calls store (by default `DataLimits()`).
         """
         services = Services(
             storage=default_storage() if storage is None else storage,
@@ -179,6 +164,7 @@ class Client:
             defect_policy=DefectPolicy(),
             invoker=Invoker(1),
             wake=_no_wake,
+            limits=DataLimits() if limits is None else limits,
         )
         self._services = services
         self._definitions = _by_name(jobs)
@@ -202,19 +188,19 @@ class Client:
         """The client of a `Debounce` job."""
         self._check(job, job.name, "debounce")
         handler: DebounceHandler[I, S, E, R] = DebounceHandler(job, self._services)
-        return DebounceClient(handler, job.event)
+        return DebounceClient(handler, job.event, self._services.limits)
 
     def task(self, job: "Task[I, S, E, R]") -> "TaskClient[I, S]":
         """The client of a `Task` job."""
         self._check(job, job.name, "task")
         handler: TaskHandler[I, S, E, R] = TaskHandler(job, self._services)
-        return TaskClient(handler, job.event)
+        return TaskClient(handler, job.event, self._services.limits)
 
     def worker_pool(self, job: "WorkerPool[I, S, E, R]") -> "WorkerPoolClient[I]":
         """The client of a `WorkerPool` job."""
         self._check(job, job.name, "worker_pool")
         handler: WorkerPoolHandler[I, S, E, R] = WorkerPoolHandler(job, self._services)
-        return WorkerPoolClient(handler, job.event)
+        return WorkerPoolClient(handler, job.event, self._services.limits)
 
 
 class EngineClient(Client):
@@ -300,11 +286,12 @@ class DebounceClient(Generic[I, S]):
         S: the batch state `get_state` returns.
     """
 
-    __slots__ = ("_event", "_ops")
+    __slots__ = ("_event", "_limits", "_ops")
 
-    def __init__(self, ops: _DebounceOps[I, S], event: type[I]) -> None:
+    def __init__(self, ops: _DebounceOps[I, S], event: type[I], limits: DataLimits) -> None:
         self._ops = ops
         self._event = event
+        self._limits = limits
 
     async def add(self, id: str, event: I, event_id: str | None = None) -> AddResult:
         """
@@ -322,9 +309,17 @@ class DebounceClient(Generic[I, S]):
         id: str,
         payload: str | bytes | JsonValue,
         event_id: str | None = None,
+        *,
+        extra: Extra = "forbid",
     ) -> AddResult:
-        """`add` for outside data: `payload` is validated (`ValidationError` names the field)."""
-        return await self._ops.add(id, _parse(payload, self._event, "event"), event_id)
+        """
+        `add` for outside data: JSON text or a parsed JSON value, read strictly as the event.
+
+        `ValidationError` names the failing field; nothing is stored then. A field the
+        event class does not have is refused, unless `extra="ignore"` drops such fields.
+        """
+        event = from_json(payload, self._event, field="event", limits=self._limits, extra=extra)
+        return await self._ops.add(id, event, event_id)
 
     async def flush(self, id: str) -> FlushResult:
         """
@@ -371,11 +366,12 @@ class TaskClient(Generic[I, S]):
         S: the state `get_state` returns.
     """
 
-    __slots__ = ("_event", "_ops")
+    __slots__ = ("_event", "_limits", "_ops")
 
-    def __init__(self, ops: _TaskOps[I, S], event: type[I]) -> None:
+    def __init__(self, ops: _TaskOps[I, S], event: type[I], limits: DataLimits) -> None:
         self._ops = ops
         self._event = event
+        self._limits = limits
 
     async def send(self, id: str, event: I, event_id: str | None = None) -> SendResult:
         """
@@ -392,9 +388,17 @@ class TaskClient(Generic[I, S]):
         id: str,
         payload: str | bytes | JsonValue,
         event_id: str | None = None,
+        *,
+        extra: Extra = "forbid",
     ) -> SendResult:
-        """`send` for outside data: `payload` is validated (`ValidationError` names the field)."""
-        return await self._ops.send(id, _parse(payload, self._event, "event"), event_id)
+        """
+        `send` for outside data: JSON text or a parsed JSON value, read strictly as the event.
+
+        `ValidationError` names the failing field; nothing is stored then. A field the
+        event class does not have is refused, unless `extra="ignore"` drops such fields.
+        """
+        event = from_json(payload, self._event, field="event", limits=self._limits, extra=extra)
+        return await self._ops.send(id, event, event_id)
 
     async def trigger(self, id: str) -> TriggerResult:
         """Make `execute` due now; during a run, due right after it (a missing id stays so)."""
@@ -421,11 +425,12 @@ class WorkerPoolClient(Generic[I]):
         I: the event type `enqueue` takes.
     """
 
-    __slots__ = ("_event", "_ops")
+    __slots__ = ("_event", "_limits", "_ops")
 
-    def __init__(self, ops: _PoolOps[I], event: type[I]) -> None:
+    def __init__(self, ops: _PoolOps[I], event: type[I], limits: DataLimits) -> None:
         self._ops = ops
         self._event = event
+        self._limits = limits
 
     async def enqueue(
         self,
@@ -471,10 +476,17 @@ class WorkerPoolClient(Generic[I]):
         priority: int = 0,
         event_id: str | None = None,
         not_before: NotBefore | None = None,
+        *,
+        extra: Extra = "forbid",
     ) -> EnqueueResult:
-        """`enqueue` for outside data: validated (`ValidationError` names the field)."""
+        """
+        `enqueue` for outside data: JSON text or a parsed JSON value, read strictly as the
+        event. `ValidationError` names the failing field; nothing is queued then. A field
+        the event class does not have is refused, unless `extra="ignore"` drops such fields.
+        """
+        event = from_json(payload, self._event, field="event", limits=self._limits, extra=extra)
         return await self._ops.enqueue(
-            _parse(payload, self._event, "event"),
+            event,
             partition_key=partition_key,
             priority=priority,
             event_id=event_id,

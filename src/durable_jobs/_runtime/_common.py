@@ -6,8 +6,9 @@ from typing import TypeAlias
 
 from .._contexts import ExecutionInfo
 from .._duration import DurationInput, to_timedelta
-from .._errors import ValidationError
+from .._errors import UndecodableDataError, ValidationError
 from .._observe import JobEvent
+from .._serde import check_id, preview
 from .._storage._interface import (
     InstanceKey,
     InstanceRecord,
@@ -37,19 +38,19 @@ def execution_info(key: InstanceKey, attempt: int, now: datetime) -> ExecutionIn
 
 def key_of(kind: JobKind, job: str, id: str) -> InstanceKey:
     """Validate a user id and build the instance key."""
-    _require_id(id)
-    return InstanceKey(kind, job, id)
+    return InstanceKey(kind, job, check_id("id", id))
 
 
 def require_instance(field: str, value: object, cls: type) -> None:
     """Runtime guard for data that bypassed the type checker: `value` must be a `cls`."""
     if not isinstance(value, cls):
-        raise ValidationError(field, f"expected {cls.__qualname__}, got {value!r}")
+        raise ValidationError(field, f"expected {cls.__qualname__}, got {preview(value)}")
 
 
-def _require_id(value: object) -> None:
-    if not isinstance(value, str) or not value:
-        raise ValidationError("id", f"expected a non-empty string, got {value!r}")
+def unreadable_record(record: InstanceRecord) -> None:
+    """`UndecodableDataError` when the storage could not read part of `record`'s row."""
+    if record.unreadable is not None:
+        raise UndecodableDataError("row", record.unreadable, where=instance_name(record.key))
 
 
 def fenced(tx: InstanceTransaction, token: str, *, release: bool = True) -> InstanceRecord:

@@ -13,18 +13,22 @@ import attrs
 from typing_extensions import TypeVar
 
 from .._contexts import ContinuousContext, StateCell
+from .._errors import UndecodableDataError
 from .._observe import JobEvent
-from .._serde import decode, encode
+from .._serde import encode, read_stored, to_json
 from .._storage._interface import Claim, InstanceKey, InstanceRecord, InstanceStatus, JobKind
+from .._types import JsonValue
 from ._common import (
     NotBefore,
     emit_all,
     execution_info,
     fenced,
+    instance_name,
     key_of,
     new_record,
     not_before_time,
     require_instance,
+    unreadable_record,
 )
 from ._invoke import RunHandle, bind
 from ._results import (
@@ -62,10 +66,11 @@ class ContinuousMeta:
 
 
 def continuous_meta(record: InstanceRecord) -> ContinuousMeta:
-    """The bookkeeping of a stored continuous instance."""
+    """The bookkeeping of a stored continuous instance (`UndecodableDataError` if unreadable)."""
+    unreadable_record(record)
     if record.meta is None:
         return ContinuousMeta()
-    return decode(record.meta, ContinuousMeta)
+    return read_stored(record.meta, ContinuousMeta, field="meta", where=instance_name(record.key))
 
 
 def _alarm(meta: ContinuousMeta, now: datetime) -> datetime | None:
@@ -106,6 +111,7 @@ class ContinuousHandler(Generic[I, S, E, R]):
         require_instance("input", input, job.state)
         key = self.key(id)
         services = self._services
+        state = to_json(input, job.state, field="input", limits=services.limits)
         async with services.storage.instance(key) as tx:
             now = services.clock.now()
             existing = tx.record
@@ -115,9 +121,7 @@ class ContinuousHandler(Generic[I, S, E, R]):
             first = earliest if job.start_immediately else job.schedule.next_after(earliest)
             meta = ContinuousMeta(next_run_at=first)
             tx.save(
-                attrs.evolve(
-                    new_record(key, now), state=encode(input), meta=encode(meta), alarm_at=first
-                )
+                attrs.evolve(new_record(key, now), state=state, meta=encode(meta), alarm_at=first)
             )
         services.events.emit(
             JobEvent(type="job.started", kind=key.kind, job=key.job, id=key.id, at=now)
@@ -175,6 +179,15 @@ class ContinuousHandler(Generic[I, S, E, R]):
         record = await self._services.storage.read(self.key(id))
         if record is None:
             return ContinuousStatus(status="not_found")
+        try:
+            meta = continuous_meta(record)
+        except UndecodableDataError as error:  # parked at its next run; shown as failed now
+            return ContinuousStatus(
+                status="failed",
+                next_run_at=None,
+                attempt=record.attempt,
+                last_error=record.last_error or str(error),
+            )
         name: ContinuousStatusName = (
             "failed"
             if record.status is InstanceStatus.FAILED
@@ -184,7 +197,6 @@ class ContinuousHandler(Generic[I, S, E, R]):
             if _retrying(record)
             else "scheduled"
         )
-        meta = continuous_meta(record)
         return ContinuousStatus(
             status=name,
             run_count=meta.run_count,
@@ -197,9 +209,17 @@ class ContinuousHandler(Generic[I, S, E, R]):
     async def get_state(self, id: str) -> S | None:
         """The state of `id`, or None."""
         record = await self._services.storage.read(self.key(id))
-        if record is None or record.state is None:
+        if record is None:
             return None
-        return decode(record.state, self._job.state)
+        unreadable_record(record)
+        if record.state is None:
+            return None
+        return read_stored(
+            record.state, self._job.state, field="state", where=instance_name(record.key)
+        )
+
+    def _state_json(self, value: S) -> JsonValue:
+        return to_json(value, self._job.state, field="state", limits=self._services.limits)
 
     async def run(self, claim: Claim, deps: R, run: RunHandle) -> None:
         """Run `execute` for a claimed instance and write the outcome (fenced)."""
@@ -211,7 +231,9 @@ class ContinuousHandler(Generic[I, S, E, R]):
         # a retry (of an `Err` or of a defect) repeats its run: it keeps the run number
         run_count = meta.run_count if _retrying(record) and meta.run_count else meta.run_count + 1
         scheduled = meta.next_run_at is not None and meta.next_run_at <= now
-        cell = StateCell(decode(record.state, job.state))
+        cell = StateCell(
+            read_stored(record.state, job.state, field="state", where=instance_name(record.key))
+        )
         info = execution_info(record.key, record.attempt, now)
         context = ContinuousContext(info, deps, cell, run_count)
         execute = job.execute
@@ -230,6 +252,7 @@ class ContinuousHandler(Generic[I, S, E, R]):
                 letter_state=record.state,
                 letter_meta=record.meta,
                 timeout=self._job.timeout,
+                encode_state=self._state_json,
             ),
             run,
         )

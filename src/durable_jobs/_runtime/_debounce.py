@@ -19,9 +19,9 @@ import attrs
 from typing_extensions import TypeVar
 
 from .._contexts import DebounceEventContext, DebounceExecuteContext, FlushReason
-from .._errors import ExecutionError
+from .._errors import ExecutionError, UndecodableDataError
 from .._observe import JobEvent
-from .._serde import decode, encode
+from .._serde import check_id, encode, read_stored, to_json
 from .._storage._interface import (
     Claim,
     InstanceKey,
@@ -32,7 +32,16 @@ from .._storage._interface import (
     QueueItem,
 )
 from .._types import JsonValue
-from ._common import emit_all, execution_info, fenced, key_of, new_record, require_instance
+from ._common import (
+    emit_all,
+    execution_info,
+    fenced,
+    instance_name,
+    key_of,
+    new_record,
+    require_instance,
+    unreadable_record,
+)
 from ._invoke import RunHandle, bind
 from ._results import (
     AddResult,
@@ -100,10 +109,13 @@ class DebounceMeta:
 
 
 def debounce_meta(record: InstanceRecord | None) -> DebounceMeta:
-    """The chain of a stored debounce instance (empty for none)."""
-    if record is None or record.meta is None:
+    """The chain of a stored debounce instance (empty for none; `UndecodableDataError`)."""
+    if record is None:
         return DebounceMeta()
-    return decode(record.meta, DebounceMeta)
+    unreadable_record(record)
+    if record.meta is None:
+        return DebounceMeta()
+    return read_stored(record.meta, DebounceMeta, field="meta", where=instance_name(record.key))
 
 
 def _sealed(queued: QueuedBatch, state: JsonValue) -> SealedBatch:
@@ -185,6 +197,11 @@ class DebounceHandler(Generic[I, S, E, R]):
         require_instance("event", event, job.event)
         key = self.key(id)
         services = self._services
+        limits = services.limits
+        # the event itself is not stored (its fold is), but it must be storable data too
+        to_json(event, job.event, field="event", limits=limits)
+        if event_id is not None:
+            check_id("event_id", event_id)
         started = False
         async with services.storage.instance(key) as tx:
             now = services.clock.now()
@@ -205,7 +222,7 @@ class DebounceHandler(Generic[I, S, E, R]):
                 batch = OpenBatch(batch_id=uuid.uuid4().hex, event_count=0, started_at=now)
                 state = None
             else:
-                state = decode(record.state, job.state_class)
+                state = self._state(record)
             count = batch.event_count + 1
             context: DebounceEventContext[I, S, R] = DebounceEventContext(
                 execution_info(key, 1, now), event, state, count
@@ -215,6 +232,8 @@ class DebounceHandler(Generic[I, S, E, R]):
             except Exception as exc:
                 msg = f"debounce {job.name!r}: on_event raised for id {id!r}; nothing was stored"
                 raise ExecutionError(msg, job=job.name, id=id) from exc
+            # a fold that would not read back is refused here, before anything is written
+            folded_json = to_json(folded, job.state_class, field="state", limits=limits)
             full = job.max_events is not None and count >= job.max_events
             if full:
                 meta = queue_sealed(
@@ -225,7 +244,7 @@ class DebounceHandler(Generic[I, S, E, R]):
                         event_count=count,
                         started_at=batch.started_at,
                         reason="max_events",
-                        state=encode(folded),
+                        state=folded_json,
                     ),
                 )
                 state_json: JsonValue = None
@@ -233,7 +252,7 @@ class DebounceHandler(Generic[I, S, E, R]):
             else:
                 batch = attrs.evolve(batch, event_count=count, last_event_at=now)
                 meta = attrs.evolve(meta, open=batch)
-                state_json = encode(folded)
+                state_json = folded_json
                 due = self._due(batch)
             alarm = self._alarm(record, meta, now)
             tx.save(
@@ -310,7 +329,12 @@ class DebounceHandler(Generic[I, S, E, R]):
         record = await self._services.storage.read(self.key(id))
         if record is None:
             return DebounceStatus(status="not_found")
-        meta = debounce_meta(record)
+        try:
+            meta = debounce_meta(record)
+        except UndecodableDataError as error:  # parked at its next flush; shown as failed now
+            return DebounceStatus(
+                status="failed", attempt=record.attempt, last_error=record.last_error or str(error)
+            )
         batches: list[BatchStatus] = []
         name: DebounceStatusName = "debouncing"
         flushing = meta.flushing
@@ -367,9 +391,18 @@ class DebounceHandler(Generic[I, S, E, R]):
     async def get_state(self, id: str) -> S | None:
         """The open batch so far, or None."""
         record = await self._services.storage.read(self.key(id))
-        if record is None or record.state is None:
+        if record is None:
             return None
-        return decode(record.state, self._job.state_class)
+        return self._state(record)
+
+    def _state(self, record: InstanceRecord) -> S | None:
+        """The open batch's state as stored (`UndecodableDataError` when it does not decode)."""
+        unreadable_record(record)
+        if record.state is None:
+            return None
+        return read_stored(
+            record.state, self._job.state_class, field="state", where=instance_name(record.key)
+        )
 
     async def run(self, claim: Claim, deps: R, run: RunHandle) -> None:
         """Flush the id's oldest batch (sealing it first if it is the open one)."""
@@ -398,6 +431,9 @@ class DebounceHandler(Generic[I, S, E, R]):
         if meta.queued:
             head = meta.queued[0]
             item = await tx.queue_peek()
+            if item is not None and item.unreadable is not None:
+                where = f"{instance_name(record.key)} (batch {item.event_id})"
+                raise UndecodableDataError("state", item.unreadable, where=where)
             state = item.event if item is not None and item.event_id == head.batch_id else None
             await tx.queue_remove(head.batch_id)
             sealed = _sealed(head, state)
@@ -431,7 +467,12 @@ class DebounceHandler(Generic[I, S, E, R]):
         services = self._services
         key = claim.key
         now = services.clock.now()
-        state = decode(batch.state, job.state_class)
+        state = read_stored(
+            batch.state,
+            job.state_class,
+            field="state",
+            where=f"{instance_name(key)} (batch {batch.batch_id})",
+        )
         info = execution_info(key, record.attempt, now)
         context = DebounceExecuteContext(
             info, deps, state, batch.event_count, batch.reason, batch.started_at, batch.batch_id

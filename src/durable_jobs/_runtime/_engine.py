@@ -15,6 +15,7 @@ from .._clock import Clock, SystemClock
 from .._definitions._validators import positive_int
 from .._duration import DurationInput, to_timedelta
 from .._errors import DuplicateJobError, InvalidDefinitionError
+from .._limits import DataLimits
 from .._observe import EventSink, Observer
 from .._storage._interface import DeadLetter, InstanceRecord, Storage
 from .._storage._sqlite import DEFAULT_DATABASE, default_storage
@@ -65,6 +66,8 @@ class Engine(Generic[R]):
         lease: DurationInput = "30 seconds",
         concurrency: int = 16,
         threads: int | None = None,
+        limits: DataLimits | None = None,
+        event_id_retention: DurationInput = "7 days",
     ) -> None: ...
 
     @overload
@@ -81,6 +84,8 @@ class Engine(Generic[R]):
         lease: DurationInput = "30 seconds",
         concurrency: int = 16,
         threads: int | None = None,
+        limits: DataLimits | None = None,
+        event_id_retention: DurationInput = "7 days",
     ) -> None: ...
 
     def __init__(
@@ -97,6 +102,8 @@ class Engine(Generic[R]):
         lease: DurationInput = "30 seconds",
         concurrency: int = 16,
         threads: int | None = None,
+        limits: DataLimits | None = None,
+        event_id_retention: DurationInput = "7 days",
     ) -> None:
         """
         Register `jobs` with `deps` (omit `deps` when no job needs any).
@@ -106,7 +113,12 @@ class Engine(Generic[R]):
         without renewal: it is renewed every third of it while the run goes on, so it is
         also how long the work of a worker that died waits before another takes it.
         `concurrency` bounds the runs one worker has in flight; `threads` (default:
-        `concurrency`) is the size of the thread pool sync callbacks run in.
+        `concurrency`) is the size of the thread pool sync callbacks run in. `limits`
+        bounds the events and states that enter storage (by default `DataLimits()`: 1 MiB
+        of JSON, 64 levels deep). `event_id_retention` is how long an accepted `event_id`
+        is remembered to recognise a repeat: the worker forgets older ones about once an
+        hour (never the id of an event still queued, nor those of a Debounce id whose
+        batches are not done).
         """
         self._storage: Storage = default_storage() if storage is None else storage
         self._clock = clock if clock is not None else SystemClock()
@@ -125,6 +137,7 @@ class Engine(Generic[R]):
             defect_policy=defect_policy if defect_policy is not None else DefectPolicy(),
             invoker=Invoker(pool_size),
             wake=self._wake,
+            limits=DataLimits() if limits is None else limits,
         )
         self._jobs: dict[str, RegisteredJob] = {}
         definitions: dict[str, JobDefinition[Never]] = {}
@@ -134,8 +147,16 @@ class Engine(Generic[R]):
                 raise DuplicateJobError(msg)
             self._jobs[job.name] = job.register_with(deps, self._services)
             definitions[job.name] = job
+        retention = to_timedelta(event_id_retention, field="event_id_retention")
+        if retention <= timedelta(0):
+            msg = f"event_id_retention: must be positive, got {event_id_retention!r}"
+            raise InvalidDefinitionError(msg)
         self._worker = Worker(
-            self._services, self._jobs, concurrency=concurrency, lease=self._lease
+            self._services,
+            self._jobs,
+            concurrency=concurrency,
+            lease=self._lease,
+            event_id_retention=retention,
         )
         self.client: Client = EngineClient(list(definitions.values()), self._services)
         """The typed client: `engine.client.debounce(job).add(...)` and friends."""

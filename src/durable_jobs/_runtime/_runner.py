@@ -31,6 +31,7 @@ from .._contexts import (
     TerminateSignal,
 )
 from .._duration import to_capped_timedelta
+from .._errors import ValidationError
 from .._observe import EventType, JobEvent
 from .._result import Err, Ok, Result
 from .._retry import MAX_DELAY, Backoff, Retry
@@ -204,6 +205,11 @@ class Execution(Generic[E, R, X, S]):
     """The event being processed (worker pools): kept in dead letters."""
     event_id: str | None = None
     """The id of that event, named in the events the run emits."""
+    encode_state: Callable[[S], JsonValue] = encode
+    """
+    The data boundary for the state user code set (`to_json` with the job's state class):
+    a state that would not read back is a defect of the run, never stored.
+    """
     park_on_defect: bool = True
     """Park the instance when the defect policy runs out (False: give up on this work)."""
     after_success: Callable[[], Awaitable[None]] | None = None
@@ -379,9 +385,12 @@ class _Steps(Generic[E, R, X, S]):
     def succeeded(self) -> RunResult:
         execution = self._execution
         cell = execution.state
-        state: JsonValue | Keep = (
-            encode(cell.value) if cell is not None and cell.changed else Keep.KEEP
-        )
+        state: JsonValue | Keep = Keep.KEEP
+        if cell is not None and cell.changed:
+            try:
+                state = execution.encode_state(cell.value)
+            except ValidationError as bad:  # the state it left would not read back
+                return self.defect(bad, text=f"the state it set cannot be stored: {bad}")
         self._emit("job.executed")
         return self._result(Succeeded(attempt=execution.info.attempt), Attempts(), state=state)
 
@@ -494,8 +503,8 @@ class _Steps(Generic[E, R, X, S]):
         self._emit("job.cancelled", reason="cancelled")
         return self._result(Cancelled(), Attempts())
 
-    def defect(self, exc: Exception) -> RunResult:
-        return self._defect(_describe_exception(exc))
+    def defect(self, exc: Exception, *, text: str | None = None) -> RunResult:
+        return self._defect(_describe_exception(exc) if text is None else text)
 
     def _defect(self, text: str, reason: str | None = None) -> RunResult:
         execution = self._execution

@@ -6,6 +6,7 @@ from datetime import datetime
 import attrs
 
 from .._clock import Clock
+from .._limits import DataLimits
 from .._observe import EventSink
 from .._retry import Backoff
 from .._storage._interface import Claim, InstanceKey, ItemClaim, JobKind, PoolRate, Storage
@@ -37,6 +38,8 @@ class Services:
     invoker: Invoker
     wake: Callable[[datetime], None]
     """Tell a local worker that an alarm at this time exists (it may be earlier than it knows)."""
+    limits: DataLimits = attrs.field(factory=DataLimits)
+    """How large an event or a state may be when it enters storage."""
 
 
 @attrs.frozen(kw_only=True)

@@ -24,10 +24,10 @@ from .._contexts import (
     TaskIdleContext,
     TerminateSignal,
 )
-from .._errors import ExecutionError
+from .._errors import ExecutionError, UndecodableDataError, ValidationError
 from .._observe import JobEvent
 from .._result import Ok, Result
-from .._serde import decode, encode
+from .._serde import check_id, encode, read_stored, to_json
 from .._storage._interface import (
     Claim,
     DeadLetter,
@@ -38,7 +38,17 @@ from .._storage._interface import (
     JobKind,
     QueueItem,
 )
-from ._common import emit_all, execution_info, fenced, key_of, new_record, require_instance
+from .._types import JsonValue
+from ._common import (
+    emit_all,
+    execution_info,
+    fenced,
+    instance_name,
+    key_of,
+    new_record,
+    require_instance,
+    unreadable_record,
+)
 from ._invoke import Call, RunHandle, bind
 from ._results import SendResult, TaskStatus, TaskStatusName, TerminateResult, TriggerResult
 from ._runner import (
@@ -84,10 +94,13 @@ class TaskMeta:
 
 
 def task_meta(record: InstanceRecord | None) -> TaskMeta:
-    """The bookkeeping of a stored task (empty for none)."""
-    if record is None or record.meta is None:
+    """The bookkeeping of a stored task (empty for none; `UndecodableDataError`)."""
+    if record is None:
         return TaskMeta()
-    return decode(record.meta, TaskMeta)
+    unreadable_record(record)
+    if record.meta is None:
+        return TaskMeta()
+    return read_stored(record.meta, TaskMeta, field="meta", where=instance_name(record.key))
 
 
 def _alarm(meta: TaskMeta, now: datetime) -> datetime | None:
@@ -138,6 +151,9 @@ class TaskHandler(Generic[I, S, E, R]):
         require_instance("event", event, job.event)
         key = self.key(id)
         services = self._services
+        event_json = to_json(event, job.event, field="event", limits=services.limits)
+        if event_id is not None:
+            check_id("event_id", event_id)
         async with services.storage.instance(key) as tx:
             now = services.clock.now()
             existing = tx.record
@@ -148,7 +164,7 @@ class TaskHandler(Generic[I, S, E, R]):
                 tx.queue_push(
                     QueueItem(
                         event_id=event_id or uuid.uuid4().hex,
-                        event=encode(event),
+                        event=event_json,
                         enqueued_at=now,
                     )
                 )
@@ -169,6 +185,8 @@ class TaskHandler(Generic[I, S, E, R]):
                 later = [self._terminated(key, now, signal.reason)]
                 result = SendResult(status="terminated", created=existing is None)
                 alarm = None
+            except (ValidationError, UndecodableDataError):
+                raise  # the fold's state would not read back, or the stored one does not
             except Exception as exc:
                 msg = f"task {job.name!r}: on_event raised for id {id!r}; nothing was stored"
                 raise ExecutionError(msg, job=job.name, id=id) from exc
@@ -228,7 +246,7 @@ class TaskHandler(Generic[I, S, E, R]):
         meta = attrs.evolve(
             meta, event_count=count, scheduled_at=schedule.at, idle=idle, idle_at=None
         )
-        state = encode(cell.value) if cell.changed else base.state
+        state = self._state_json(cell.value) if cell.changed else base.state
         return _Folded(
             record=attrs.evolve(base, state=state), meta=meta, scheduled=schedule.changed
         )
@@ -280,7 +298,12 @@ class TaskHandler(Generic[I, S, E, R]):
         record = await self._services.storage.read(self.key(id))
         if record is None:
             return TaskStatus(status="not_found")
-        meta = task_meta(record)
+        try:
+            meta = task_meta(record)
+        except UndecodableDataError as error:  # parked at its next run; shown as failed now
+            return TaskStatus(
+                status="failed", attempt=record.attempt, last_error=record.last_error or str(error)
+            )
         name: TaskStatusName = (
             "failed"
             if record.status is InstanceStatus.FAILED
@@ -379,6 +402,7 @@ class TaskHandler(Generic[I, S, E, R]):
                 state=cell,
                 letter_state=record.state,
                 letter_meta=record.meta,
+                encode_state=self._state_json,
                 after_success=lambda: idle_after("execute", cell),
                 after_final_failure=idle_after_failure,
                 timeout=job.timeout,
@@ -429,6 +453,7 @@ class TaskHandler(Generic[I, S, E, R]):
                 state=cell,
                 letter_state=record.state,
                 letter_meta=record.meta,
+                encode_state=self._state_json,
             ),
             run,
         )
@@ -523,30 +548,37 @@ class TaskHandler(Generic[I, S, E, R]):
         later: list[JobEvent],
     ) -> tuple[InstanceRecord | None, TaskMeta]:
         """Fold one queued event; one that cannot be folded gets a dead letter of its own."""
+        reason = "on_event"
         try:
-            event = decode(item.event, self._job.event)
-            folded = await self._fold(key, record, meta, event, now)
-        except TerminateSignal as signal:
-            later.append(self._terminated(key, now, signal.reason))
-            return None, TaskMeta()
-        except Exception as exc:
-            tx.add_dead_letter(
-                DeadLetter(
-                    id=uuid.uuid4().hex,
-                    key=key,
-                    state=None if record is None else record.state,
-                    meta=None if record is None else encode(meta),
-                    event=item.event,
-                    error=describe_error(exc),
-                    reason="on_event",
-                    attempts=1,
-                    at=now,
-                )
+            event = self._event(item, key)
+        except UndecodableDataError as exc:
+            reason, error = "undecodable", str(exc)
+        else:
+            try:
+                folded = await self._fold(key, record, meta, event, now)
+            except TerminateSignal as signal:
+                later.append(self._terminated(key, now, signal.reason))
+                return None, TaskMeta()
+            except Exception as exc:
+                error = describe_error(exc)
+            else:
+                if folded.scheduled and folded.meta.scheduled_at is not None:
+                    later.append(self._scheduled(key, now, folded.meta.scheduled_at, "event"))
+                return folded.record, folded.meta
+        tx.add_dead_letter(
+            DeadLetter(
+                id=uuid.uuid4().hex,
+                key=key,
+                state=None if record is None else record.state,
+                meta=None if record is None else encode(meta),
+                event=item.event,
+                error=error,
+                reason=reason,
+                attempts=1,
+                at=now,
             )
-            return record, meta
-        if folded.scheduled and folded.meta.scheduled_at is not None:
-            later.append(self._scheduled(key, now, folded.meta.scheduled_at, "event"))
-        return folded.record, folded.meta
+        )
+        return record, meta
 
     def _scheduled(self, key: InstanceKey, now: datetime, at: datetime, trigger: str) -> JobEvent:
         return JobEvent(
@@ -565,6 +597,22 @@ class TaskHandler(Generic[I, S, E, R]):
         )
 
     def _state(self, record: InstanceRecord) -> S | None:
+        unreadable_record(record)
         if record.state is None:
             return None
-        return decode(record.state, self._job.state)
+        return read_stored(
+            record.state, self._job.state, field="state", where=instance_name(record.key)
+        )
+
+    def _state_json(self, value: S | None) -> JsonValue:
+        """The boundary for a state an `on_event`, `execute` or `on_idle` left."""
+        if value is None:
+            return None
+        return to_json(value, self._job.state, field="state", limits=self._services.limits)
+
+    def _event(self, item: QueueItem, key: InstanceKey) -> I:
+        """A queued event as stored (`UndecodableDataError` when it does not decode)."""
+        where = f"{instance_name(key)} (event {item.event_id})"
+        if item.unreadable is not None:
+            raise UndecodableDataError("row", item.unreadable, where=where)
+        return read_stored(item.event, self._job.event, field="event", where=where)

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
-from .._errors import SchemaMismatchError
+from .._errors import SchemaMismatchError, UndecodableDataError
 from .._observe import JobEvent
 from .._storage._interface import (
     Claim,
@@ -27,6 +27,7 @@ from .._storage._interface import (
 )
 from ._invoke import RunHandle
 from ._services import RegisteredJob, Services
+from ._undecodable import park
 
 
 logger = logging.getLogger("durable_jobs")
@@ -35,6 +36,8 @@ _MIN_IDLE = timedelta(milliseconds=5)
 _MAX_IDLE = timedelta(seconds=1)
 _EARLY_RENEWAL = 0.2
 """Seconds between two renewals at least, however often the keeper is poked."""
+_PRUNE_EVERY = timedelta(hours=1)
+"""How often a worker forgets event ids older than the retention window (engine clock)."""
 
 
 class LeaseKeeper:
@@ -163,8 +166,11 @@ class Worker:
         *,
         concurrency: int,
         lease: timedelta,
+        event_id_retention: timedelta | None = None,
     ) -> None:
         self._services = services
+        self._retention = event_id_retention
+        self._pruned_at: datetime | None = None
         self._jobs = jobs
         self._concurrency = concurrency
         self._keeper = LeaseKeeper(services, lease)
@@ -219,8 +225,28 @@ class Worker:
         run.task = task
         return task
 
+    async def prune(self) -> None:
+        """
+        Forget remembered event ids older than the retention window, about once an hour
+        (engine clock). A failure is logged, never raised: pruning can wait.
+        """
+        if self._retention is None:
+            return
+        now = self._services.clock.now()
+        if self._pruned_at is not None and now - self._pruned_at < _PRUNE_EVERY:
+            return
+        self._pruned_at = now
+        try:
+            forgotten = await self._services.storage.forget_seen_before(now - self._retention)
+        except Exception:
+            logger.warning("forgetting old event ids failed; trying again later", exc_info=True)
+            return
+        if forgotten:
+            logger.info("forgot %d event id(s) older than %s", forgotten, self._retention)
+
     async def run_due(self) -> datetime | None:
         """Claim and run everything due now (bounded concurrency); the next alarm time."""
+        await self.prune()
         while True:
             claimed = await self.claim(self._concurrency)
             if not claimed:
@@ -246,6 +272,7 @@ class Worker:
             while not should_stop():
                 wake.clear()
                 self.sleeping_until = None
+                await self.prune()
                 try:
                     next_at = await self._claim_into(running, finished)
                 except SchemaMismatchError:
@@ -322,6 +349,16 @@ class Worker:
                     _unknown(run.key)
                     return
                 await item_runner(work, run)
+        except UndecodableDataError as bad:
+            # its data will not start decoding by itself: parked now, not retried per lease
+            try:
+                run.finish()
+                await park(self._services, work, bad)
+            except LeaseLostError as lost:
+                self._report(run, str(lost))
+            except Exception:
+                # the storage failed: the lease expires and the next claim parks it again
+                logger.exception("parking %s:%s:%s failed", *_names(run.key))
         except LeaseLostError as lost:
             self._report(run, str(lost))
         except asyncio.CancelledError:
@@ -351,6 +388,10 @@ class Worker:
                 reason=why,
             )
         )
+
+
+def _names(key: InstanceKey) -> tuple[str, str, str]:
+    return (key.kind.value, key.job, key.id)
 
 
 async def _wait(task: asyncio.Task[None]) -> None:

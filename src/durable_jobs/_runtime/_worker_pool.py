@@ -17,9 +17,9 @@ import attrs
 from typing_extensions import TypeVar
 
 from .._contexts import WorkerPoolContext
-from .._errors import ValidationError
+from .._errors import UndecodableDataError
 from .._observe import JobEvent
-from .._serde import decode, encode
+from .._serde import check_id, check_priority, read_stored, to_json
 from .._storage._interface import (
     InstanceKey,
     InstanceRecord,
@@ -34,6 +34,7 @@ from ._common import (
     NotBefore,
     emit_all,
     execution_info,
+    instance_name,
     new_record,
     not_before_time,
     require_instance,
@@ -59,12 +60,6 @@ POOL_ID = "pool"
 def pool_key(name: str) -> InstanceKey:
     """The instance key of the pool named `name`."""
     return InstanceKey(JobKind.WORKER_POOL, name, POOL_ID)
-
-
-def _require_integer(field: str, value: object) -> None:
-    """Runtime guard for untyped callers: an int, and not a bool."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValidationError(field, f"expected an integer, got {value!r}")
 
 
 def _count(record: InstanceRecord | None, field: str) -> int:
@@ -100,17 +95,20 @@ class WorkerPoolHandler(Generic[I, S, E, R]):
         partition_key: str | None,
         priority: int,
         event_id: str | None,
+        field: str = "event",
         available_at: datetime | None = None,
     ) -> QueueItem:
-        require_instance("event", event, self._job.event)
-        _require_integer("priority", priority)
+        """One event checked at the data boundary (`ValidationError`: nothing is queued)."""
+        require_instance(field, event, self._job.event)
+        data = to_json(event, self._job.event, field=field, limits=self._services.limits)
+        priority = check_priority(priority)
         if partition_key is not None:
-            require_instance("partition_key", partition_key, str)
+            check_id("partition_key", partition_key)
         if event_id is not None:
-            require_instance("event_id", event_id, str)
+            check_id("event_id", event_id)
         return QueueItem(
             event_id=event_id if event_id is not None else uuid.uuid4().hex,
-            event=encode(event),
+            event=data,
             priority=priority,
             partition_key=partition_key,
             enqueued_at=self._services.clock.now(),
@@ -131,7 +129,7 @@ class WorkerPoolHandler(Generic[I, S, E, R]):
         `not_before`, its first attempt waits until then (a retry waits for its own delay).
         """
         at = not_before_time(not_before, self._services.clock.now())
-        (result,) = await self._push([self._item(event, partition_key, priority, event_id, at)])
+        (result,) = await self._push([self._item(event, partition_key, priority, event_id, available_at=at)])
         return result
 
     async def enqueue_many(
@@ -144,7 +142,10 @@ class WorkerPoolHandler(Generic[I, S, E, R]):
     ) -> tuple[EnqueueResult, ...]:
         """Queue several events, in order, in one transaction (all or none)."""
         at = not_before_time(not_before, self._services.clock.now())
-        items = [self._item(event, partition_key, priority, None, at) for event in events]
+        items = [
+            self._item(event, partition_key, priority, None, f"events[{index}]", at)
+            for index, event in enumerate(events)
+        ]
         return await self._push(items)
 
     async def _push(self, items: Sequence[QueueItem]) -> tuple[EnqueueResult, ...]:
@@ -174,6 +175,7 @@ class WorkerPoolHandler(Generic[I, S, E, R]):
 
     async def cancel(self, event_id: str) -> CancelResult:
         """Remove an event that waits (to start, or for a retry); ask a running one to stop."""
+        check_id("event_id", event_id)
         services = self._services
         status = await services.storage.cancel_item(self._key, event_id)
         if status == "running":
@@ -182,6 +184,7 @@ class WorkerPoolHandler(Generic[I, S, E, R]):
 
     async def is_pending(self, event_id: str) -> bool:
         """Whether the event is still queued, running or waiting for a retry."""
+        check_id("event_id", event_id)
         return await self._services.storage.read_item(self._key, event_id) is not None
 
     async def pause(self) -> None:
@@ -210,6 +213,13 @@ class WorkerPoolHandler(Generic[I, S, E, R]):
             concurrency=self._job.concurrency,
         )
 
+    def read_event(self, item: QueueItem) -> I:
+        """A queued event as stored (`UndecodableDataError` when it does not decode)."""
+        where = f"{instance_name(self._key)} (event {item.event_id})"
+        if item.unreadable is not None:
+            raise UndecodableDataError("row", item.unreadable, where=where)
+        return read_stored(item.event, self._job.event, field="event", where=where)
+
     async def _set_status(self, status: InstanceStatus) -> None:
         services = self._services
         async with services.storage.instance(self._key) as tx:
@@ -223,7 +233,7 @@ class WorkerPoolHandler(Generic[I, S, E, R]):
         services = self._services
         item = claim.item
         now = services.clock.now()
-        event = decode(item.event, job.event)
+        event = self.read_event(item)
         info = execution_info(self._key, item.attempt, now)
         context = WorkerPoolContext(
             info, deps, event, item.event_id, item.partition_key, item.priority, run.is_cancelled

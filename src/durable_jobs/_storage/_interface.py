@@ -106,6 +106,16 @@ class InstanceRecord:
     created_at: datetime
     updated_at: datetime
     lease: Lease | None = None
+    unreadable: str | None = None
+    """
+    Set when the backend could not read part of the stored row (JSON that does not parse,
+    an unknown status, a garbled time): what and why, e.g. `state: invalid JSON (...)`.
+    The fields it names hold a stand-in (JSON text that does not parse is given as a JSON
+    string; a status this version does not know reads as `FAILED`; a time or counter that
+    is not an integer reads as None, the epoch or 1). A worker that claims such an
+    instance parks it at once. Saving a record whose `unreadable` is set rewrites neither
+    `state` nor `meta`: the stored text stays as it was, for an operator to repair.
+    """
 
 
 @attrs.frozen(kw_only=True)
@@ -153,6 +163,12 @@ class QueueItem:
     """
     `Storage.cancel_item` found the pool event running and asked it to stop: it is never
     kept for a retry, and once its lease is gone it is removed as cancelled.
+    """
+
+    unreadable: str | None = None
+    """
+    Set when the backend could not parse the stored `event` JSON (what and why); `event`
+    is then the stored text as a JSON string. The runtime dead-letters such an event.
     """
 
 
@@ -474,7 +490,15 @@ class Storage(Protocol):
         ...
 
     async def forget_seen_before(self, cutoff: datetime) -> int:
-        """Drop remembered event ids older than `cutoff`; returns how many."""
+        """
+        Drop remembered event ids accepted before `cutoff` (strictly); returns how many.
+
+        Never dropped, whatever their age: an id still queued under its key (an item with
+        that event id: a waiting pool event, a Task event sent during a run), and every id
+        of a Debounce key that has a record (its open batch may hold the event, and a
+        repeated id must not be folded twice). The worker calls this periodically with
+        `Engine(event_id_retention=...)`.
+        """
         ...
 
     async def wait_for_change(self) -> None:

@@ -38,6 +38,7 @@ from ._interface import (
     InstanceTransaction,
     ItemClaim,
     ItemFinish,
+    JobKind,
     Lease,
     LeaseLostError,
     PoolCounts,
@@ -717,10 +718,18 @@ class MemoryStorage:
         return self._store.dead.pop(letter_id, None) is not None
 
     async def forget_seen_before(self, cutoff: datetime) -> int:
-        """Drop remembered event ids accepted before `cutoff` (strictly); returns how many."""
+        """Drop remembered event ids accepted before `cutoff` (strictly; see the protocol)."""
         forgotten = 0
-        for key, seen in list(self._store.seen.items()):
-            old = [event_id for event_id, at in seen.items() if at < cutoff]
+        store = self._store
+        for key, seen in list(store.seen.items()):
+            if key.kind is JobKind.DEBOUNCE and key in store.records:
+                continue  # its open batch may hold these events
+            queue = store.queues.get(key)
+            old = [
+                event_id
+                for event_id, at in seen.items()
+                if at < cutoff and (queue is None or event_id not in queue)
+            ]
             for event_id in old:
                 del seen[event_id]
             forgotten += len(old)

@@ -43,7 +43,8 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from .._duration import DurationInput, to_timedelta
-from .._errors import SchemaMismatchError, StorageError
+from .._errors import SchemaMismatchError, StorageError, ValidationError
+from .._serde import truncate
 from . import _upgrade_v1 as v1
 from ._buffered import BufferedTransaction, Changes
 from ._interface import (
@@ -67,14 +68,19 @@ from ._interface import (
 from ._rows import RECORD_COLUMNS as _RECORD_COLUMNS
 from ._rows import key_of as _key_of
 from ._rows import key_params as _key_params
-from ._rows import status_of as _status_of
+from ._rows import lenient_status as _lenient_status
 
 
 T = TypeVar("T")
 
 _Connection = psycopg.AsyncConnection[TupleRow]
 
-_SCHEMA_NAME: Final = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_CHANNEL_PREFIX: Final = "durable_jobs_"
+"""The NOTIFY channel of a schema is this prefix and the schema's name."""
+_SCHEMA_MAX: Final = 63 - len(_CHANNEL_PREFIX)
+"""The longest schema name: its channel must fit PostgreSQL's 63-byte identifiers (a
+longer channel is refused by `pg_notify` and truncated by `LISTEN`: no worker would wake)."""
+_SCHEMA_NAME: Final = re.compile(rf"^[a-z_][a-z0-9_]{{0,{_SCHEMA_MAX - 1}}}$")
 _RETRY_PAUSES: Final = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 _OWN_NOTIFY_MEMORY: Final = 60.0
 """Seconds a backend that sent this storage's notification is remembered as its own (its
@@ -191,6 +197,31 @@ _ITEM_COLUMNS: Final = f"{_V2_ITEM_COLUMNS}, cancel_requested"
 _LETTER_COLUMNS: Final = "letter_id, kind, job, id, state, meta, event, error, reason, attempts, at"
 
 
+_DATA_ERRORS: Final = (UnicodeEncodeError, OverflowError)
+"""What psycopg raises in Python for a value it cannot send (with `psycopg.DataError`)."""
+
+
+def map_driver_error(exc: BaseException, doing: str) -> StorageError | ValidationError | None:
+    """
+    The one mapping of driver errors to library errors (every storage call goes through it).
+
+    A value PostgreSQL or psycopg refuses (`psycopg.DataError`: a NUL character, a number
+    out of range, JSON that is not JSON; a Python `UnicodeEncodeError` or `OverflowError`
+    while sending) becomes `ValidationError`, with only a truncated preview of the
+    driver's message: the data is wrong, a retry would fail again (the data boundary
+    refuses such values before any write, so this is a safety net). Any other
+    `psycopg.Error` becomes `StorageError` (a lost connection, a timeout, a full disk:
+    often transient). Anything else is not a driver error: None.
+    """
+    where = f" {doing}" if doing else ""
+    if isinstance(exc, psycopg.DataError | UnicodeEncodeError | OverflowError):
+        msg = f"PostgreSQL cannot store a value{where}: {truncate(str(exc))}"
+        return ValidationError("$", msg)
+    if isinstance(exc, psycopg.Error):
+        return StorageError(f"PostgreSQL storage failed{where}: {exc}")
+    return None
+
+
 def _time(value: object) -> datetime:
     if not isinstance(value, datetime):
         msg = f"stored time is a {type(value).__name__}, not a timestamp"
@@ -224,9 +255,10 @@ def _record_of(row: TupleRow) -> InstanceRecord:
     # JSONB columns come decoded by psycopg's json loader: JSON values by construction
     kind, job, id, status, state, meta, alarm, attempt, retry_started, defects = row[:10]
     last_error, created, updated, token, expires, abandoned = row[10:16]
+    problems: list[str] = []
     return InstanceRecord(
         key=_key_of(kind, job, id),
-        status=_status_of(status, f"{kind}:{job}:{id}"),
+        status=_lenient_status(status, problems),
         state=state,
         meta=meta,
         alarm_at=_time_or_none(alarm),
@@ -237,6 +269,7 @@ def _record_of(row: TupleRow) -> InstanceRecord:
         created_at=_time(created),
         updated_at=_time(updated),
         lease=_lease_of(token, expires, abandoned),
+        unreadable="; ".join(problems) or None,
     )
 
 
@@ -309,7 +342,8 @@ class PostgresStorage:
 
     Args:
         dsn_or_pool: a libpq connection string, or an open or unopened async pool.
-        schema: the PostgreSQL schema of the tables (lowercase letters, digits, `_`).
+        schema: the PostgreSQL schema of the tables (at most 50 lowercase letters, digits
+            and `_`: its NOTIFY channel, `durable_jobs_<schema>`, must fit 63 bytes).
         pool_size: the maximum connections of the pool this storage creates (a worker
             keeps one of them for `LISTEN`: give a worker at least 2).
         open_timeout: how long opening waits for the server before `StorageError`.
@@ -324,7 +358,10 @@ class PostgresStorage:
         open_timeout: DurationInput = "30 seconds",
     ) -> None:
         if not _SCHEMA_NAME.match(schema):
-            msg = f"schema: expected lowercase letters, digits and '_', got {schema!r}"
+            msg = (
+                f"schema: expected at most {_SCHEMA_MAX} lowercase letters, digits and '_'"
+                f" (its NOTIFY channel must fit 63 bytes), got {truncate(repr(schema))}"
+            )
             raise ValueError(msg)
         self._schema = schema
         self._open_timeout = to_timedelta(open_timeout, field="open_timeout").total_seconds()
@@ -352,6 +389,23 @@ class PostgresStorage:
     def schema(self) -> str:
         """The PostgreSQL schema holding the tables."""
         return self._schema
+
+    async def exists(self) -> bool:
+        """
+        Whether the schema holds durable-jobs tables, checked without creating anything
+        (operator commands refuse a schema that does not: a typo must not create one).
+        """
+        await self._open_pool()
+
+        async def work(conn: _Connection) -> bool:
+            cursor = await conn.execute(
+                "SELECT 1 FROM information_schema.tables"
+                " WHERE table_schema = %s AND table_name = 'durable_jobs_schema'",
+                (self._schema,),
+            )
+            return await cursor.fetchone() is not None
+
+        return await self._db.run(work)
 
     async def open(self) -> None:
         """
@@ -807,10 +861,19 @@ class PostgresStorage:
         return await self._run(work)
 
     async def forget_seen_before(self, cutoff: datetime) -> int:
-        """Drop remembered event ids accepted before `cutoff` (strictly); returns how many."""
+        """Drop remembered event ids accepted before `cutoff` (strictly; see the protocol)."""
 
         async def work(conn: _Connection) -> int:
-            cursor = await conn.execute("DELETE FROM seen_events WHERE at < %s", (cutoff,))
+            cursor = await conn.execute(
+                "DELETE FROM seen_events WHERE at < %s"
+                " AND NOT EXISTS (SELECT 1 FROM items WHERE items.kind = seen_events.kind"
+                " AND items.job = seen_events.job AND items.id = seen_events.id"
+                " AND items.event_id = seen_events.event_id)"
+                " AND NOT (seen_events.kind = 'debounce' AND EXISTS (SELECT 1 FROM instances"
+                " WHERE instances.kind = seen_events.kind AND instances.job = seen_events.job"
+                " AND instances.id = seen_events.id))",
+                (cutoff,),
+            )
             return cursor.rowcount
 
         return await self._run(work)
@@ -995,7 +1058,7 @@ class _Database:
     ) -> None:
         self.pool = pool
         self.schema = schema
-        self.channel = f"durable_jobs_{schema}"
+        self.channel = f"{_CHANNEL_PREFIX}{schema}"
         # A pool we created sets search_path on connect; a caller's pool is shared with other
         # code, so each transaction sets it locally instead of changing the session.
         self.scoped: sql.Composed | None = (
@@ -1031,9 +1094,9 @@ class _Database:
                 continue
             except BaseException as exc:
                 await tx.abort()
-                if isinstance(exc, psycopg.Error):
-                    msg = f"PostgreSQL storage failed: {exc}"
-                    raise StorageError(msg) from exc
+                mapped = map_driver_error(exc, "")
+                if mapped is not None:
+                    raise mapped from exc
                 raise
             await tx.commit("a storage operation")
             return result
@@ -1087,9 +1150,9 @@ class _Transaction:
         except psycopg.OperationalError as exc:
             msg = f"PostgreSQL storage lost its connection committing {what} (outcome unknown)"
             raise StorageError(f"{msg}: {exc}") from exc
-        except psycopg.Error as exc:
-            msg = f"PostgreSQL storage failed committing {what} (nothing was written): {exc}"
-            raise StorageError(msg) from exc
+        except (psycopg.Error, *_DATA_ERRORS) as exc:
+            mapped = map_driver_error(exc, f"committing {what} (nothing was written)")
+            raise (mapped or StorageError(str(exc))) from exc
 
     async def abort(self) -> None:
         """Roll back (as far as the connection still can) and give the connection back."""
@@ -1634,9 +1697,9 @@ class _PostgresBlock:
                 continue
             except BaseException as exc:
                 await opened.abort()
-                if isinstance(exc, psycopg.Error):
-                    msg = f"PostgreSQL storage failed opening {self._key}: {exc}"
-                    raise StorageError(msg) from exc
+                mapped = map_driver_error(exc, f"opening {self._key}")
+                if mapped is not None:
+                    raise mapped from exc
                 raise
             break
         self._open = opened
@@ -1662,9 +1725,9 @@ class _PostgresBlock:
                 await self._db.notify(opened.conn)
         except BaseException as error:
             await opened.abort()
-            if isinstance(error, psycopg.Error):
-                msg = f"PostgreSQL storage failed writing {self._key}: {error}"
-                raise StorageError(msg) from error
+            mapped = map_driver_error(error, f"writing {self._key}")
+            if mapped is not None:
+                raise mapped from error
             raise
         await opened.commit(str(self._key))
 

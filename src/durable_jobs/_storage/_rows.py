@@ -27,10 +27,14 @@ def key_of(kind: object, job: object, id: object) -> InstanceKey:
         raise StorageError(msg) from exc
 
 
-def status_of(status: object, what: str) -> InstanceStatus:
-    """A stored status; `StorageError` for one this version does not know."""
+def lenient_status(status: object, problems: list[str]) -> InstanceStatus:
+    """
+    A stored status; one this version does not know reads as FAILED and is noted in
+    `problems` (the record's `unreadable`), so the runtime parks it instead of every read
+    of the table failing.
+    """
     try:
         return InstanceStatus(status)
-    except ValueError as exc:
-        msg = f"stored instance {what} has an unknown status {status!r}"
-        raise StorageError(msg) from exc
+    except ValueError:
+        problems.append(f"status: unknown status {str(status)[:40]!r}")
+        return InstanceStatus.FAILED

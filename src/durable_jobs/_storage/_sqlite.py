@@ -41,7 +41,8 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 import attrs
 
 from .._duration import DurationInput, to_timedelta
-from .._errors import SchemaMismatchError, StorageError
+from .._errors import SchemaMismatchError, StorageError, ValidationError
+from .._serde import truncate
 from .._types import JsonValue
 from . import _upgrade_v1 as v1
 from ._buffered import BufferedTransaction, Changes
@@ -64,7 +65,7 @@ from ._interface import (
 from ._rows import RECORD_COLUMNS as _RECORD_COLUMNS
 from ._rows import key_of as _key_of
 from ._rows import key_params as _key_params
-from ._rows import status_of as _status_of
+from ._rows import lenient_status as _lenient_status
 
 
 T = TypeVar("T")
@@ -203,13 +204,52 @@ def _dump(value: JsonValue) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-def _load(text: str, what: str) -> JsonValue:
+def _load(text: str, column: str, problems: list[str]) -> JsonValue:
+    """
+    A stored JSON column; text that does not parse is given as itself (a JSON string) and
+    noted in `problems`, so that one corrupted row is parked, not a failure of every read.
+    """
     try:
         value: JsonValue = json.loads(text)
-    except ValueError as exc:
-        msg = f"stored JSON of {what} is unreadable: {exc}"
-        raise StorageError(msg) from exc
+    except (ValueError, TypeError, RecursionError) as exc:
+        problems.append(f"{column}: invalid JSON ({truncate(str(exc))})")
+        return text
     return value
+
+
+def _load_v1(text: str, what: str) -> JsonValue:
+    """A JSON column of a 0.1.0 row; the upgrade refuses a row it cannot parse."""
+    problems: list[str] = []
+    value = _load(text, what, problems)
+    if problems:
+        msg = f"stored JSON of {what} is unreadable: {problems[0]}"
+        raise StorageError(msg)
+    return value
+
+
+def _time_or_note(value: object, column: str, problems: list[str]) -> datetime | None:
+    """A stored time; a value that is not integer microseconds is noted and read as None."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return _when(value)
+        except OverflowError:
+            pass
+    problems.append(f"{column}: not a time ({truncate(repr(value))})")
+    return None
+
+
+def _int_or_note(value: object, column: str, problems: list[str]) -> int:
+    """A stored counter; a value that is not an integer is noted and read as 1."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    problems.append(f"{column}: not an integer ({truncate(repr(value))})")
+    return 1
+
+
+def _unreadable(problems: list[str]) -> str | None:
+    return "; ".join(problems) if problems else None
 
 
 def _live_lease(
@@ -244,20 +284,21 @@ _RECORD_AND_LEASE: Final = f"{_RECORD_COLUMNS}, lease_token, lease_expires_at, l
 def _record_of(row: _RecordRow, now_us: int) -> InstanceRecord:
     kind, job, id, status, state, meta, alarm, attempt, retry_started, defects = row[:10]
     last_error, created, updated, token, expires, abandoned = row[10:]
-    what = f"{kind}:{job}:{id}"
+    problems: list[str] = []
     return InstanceRecord(
         key=_key_of(kind, job, id),
-        status=_status_of(status, what),
-        state=_load(state, what),
-        meta=_load(meta, what),
-        alarm_at=_when_or_none(alarm),
-        attempt=attempt,
-        retry_started_at=_when_or_none(retry_started),
-        defects=defects,
-        last_error=last_error,
-        created_at=_when(created),
-        updated_at=_when(updated),
+        status=_lenient_status(status, problems),
+        state=_load(state, "state", problems),
+        meta=_load(meta, "meta", problems),
+        alarm_at=_time_or_note(alarm, "alarm_at", problems),
+        attempt=_int_or_note(attempt, "attempt", problems),
+        retry_started_at=_time_or_note(retry_started, "retry_started_at", problems),
+        defects=_int_or_note(defects, "defects", problems),
+        last_error=None if last_error is None else str(last_error),
+        created_at=_time_or_note(created, "created_at", problems) or _EPOCH,
+        updated_at=_time_or_note(updated, "updated_at", problems) or _EPOCH,
         lease=_live_lease(token, expires, now_us, abandoned),
+        unreadable=_unreadable(problems),
     )
 
 
@@ -299,20 +340,23 @@ _ItemRow = tuple[
 def _item_of(row: _ItemRow, what: str, now_us: int) -> QueueItem:
     seq, event_id, event, priority, partition_key, enqueued, available = row[:7]
     attempt, retry_started, defects, last_error, token, expires, abandoned, cancel = row[7:]
+    del what
+    problems: list[str] = []
     return QueueItem(
         event_id=event_id,
-        event=_load(event, what),
-        priority=priority,
-        partition_key=partition_key,
-        enqueued_at=_when(enqueued),
+        event=_load(event, "event", problems),
+        priority=_int_or_note(priority, "priority", problems),
+        partition_key=None if partition_key is None else str(partition_key),
+        enqueued_at=_time_or_note(enqueued, "enqueued_at", problems) or _EPOCH,
         seq=seq,
-        available_at=_when_or_none(available),
-        attempt=attempt,
-        retry_started_at=_when_or_none(retry_started),
-        defects=defects,
-        last_error=last_error,
+        available_at=_time_or_note(available, "available_at", problems),
+        attempt=_int_or_note(attempt, "attempt", problems),
+        retry_started_at=_time_or_note(retry_started, "retry_started_at", problems),
+        defects=_int_or_note(defects, "defects", problems),
+        last_error=None if last_error is None else str(last_error),
         lease=_live_lease(token, expires, now_us, abandoned),
         cancel_requested=bool(cancel),
+        unreadable=_unreadable(problems),
     )
 
 
@@ -345,6 +389,22 @@ _UPSERT_RECORD: Final = (
     " defects = excluded.defects, last_error = excluded.last_error,"
     " created_at = excluded.created_at, updated_at = excluded.updated_at"
 )
+_FORGET_SEEN: Final = (
+    "DELETE FROM seen_events WHERE at < ?"
+    " AND NOT EXISTS (SELECT 1 FROM items WHERE items.kind = seen_events.kind"
+    " AND items.job = seen_events.job AND items.id = seen_events.id"
+    " AND items.event_id = seen_events.event_id)"
+    " AND NOT (seen_events.kind = 'debounce' AND EXISTS (SELECT 1 FROM instances"
+    " WHERE instances.kind = seen_events.kind AND instances.job = seen_events.job"
+    " AND instances.id = seen_events.id))"
+)
+"""Forget old event ids, but never a queued event's, nor those of a Debounce id alive."""
+_UPDATE_UNREADABLE: Final = (
+    "UPDATE instances SET status = ?, alarm_at = ?, attempt = ?, retry_started_at = ?,"
+    " defects = ?, last_error = ?, created_at = ?, updated_at = ?"
+    " WHERE kind = ? AND job = ? AND id = ?"
+)
+"""Save a record whose state or meta did not parse: every column but those two."""
 _INSERT_LETTER: Final = (
     "INSERT OR REPLACE INTO dead_letters"
     " (letter_id, kind, job, id, state, meta, event, error, reason, attempts, at)"
@@ -472,24 +532,68 @@ def _ready_rows(
     finally:
         cursor.close()
     return taken
+JOURNAL_SIZE_LIMIT: Final = 64 * 1024 * 1024
+"""The size (bytes) a checkpoint truncates the `-wal` file to when it grew larger."""
+
+
+def _create_private(path: Path) -> None:
+    """
+    Create the database file readable and writable by its owner only (0600): it holds
+    every event and state. SQLite gives its `-wal` and `-shm` files the same mode.
+    """
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
     try:
+        if not path.exists():
+            _create_private(path)
         # autocommit mode: every transaction is an explicit BEGIN ... COMMIT below
         conn = sqlite3.connect(
             path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
         )
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, OSError) as exc:
         msg = f"cannot open the SQLite database {str(path)!r}: {exc}"
         raise StorageError(msg) from exc
     try:
+        if conn.execute("SELECT count(*) FROM sqlite_master").fetchone() == (0,):
+            # only possible before the first table: freed pages can then be given back to
+            # the file system (`incremental_vacuum`, after old event ids are forgotten)
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
+        # a checkpoint truncates the WAL back to this size: it does not stay at its peak
+        conn.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+_DATA_ERRORS: Final = (sqlite3.DataError, OverflowError, UnicodeEncodeError)
+"""What the driver raises for a value it cannot bind or store (the data, not the database)."""
+
+
+@contextlib.contextmanager
+def map_sqlite_errors(path: Path) -> Generator[None]:
+    """
+    The one place where driver errors become library errors (every SQLite call runs in it).
+
+    A value the driver cannot bind (an integer beyond 64 bits, text that is not UTF-8, a
+    too-big blob) becomes `ValidationError`: the data is wrong and retrying will not help
+    (the data boundary refuses such values before any write, so this is a safety net).
+    Any other `sqlite3.Error` (a busy or locked database, I/O, a corrupt file) becomes
+    `StorageError`, which callers may retry. Messages never carry the values themselves.
+    """
+    try:
+        yield
+    except _DATA_ERRORS as exc:
+        msg = f"the SQLite database {str(path)!r} cannot store a value: {truncate(str(exc))}"
+        raise ValidationError("$", msg) from exc
+    except sqlite3.Error as exc:
+        msg = f"SQLite storage {str(path)!r} failed: {truncate(str(exc))}"
+        raise StorageError(msg) from exc
 
 
 @contextlib.contextmanager
@@ -591,8 +695,8 @@ def _v1_instance(row: tuple[Any, ...]) -> v1.InstanceRow:
         job=job,
         id=id,
         status=status,
-        state=_load(state, what),
-        meta=_load(meta, what),
+        state=_load_v1(state, what),
+        meta=_load_v1(meta, what),
         alarm_at=_when_or_none(alarm),
         attempt=attempt,
         retry_started_at=_when_or_none(retry_started),
@@ -611,7 +715,7 @@ def _v1_item(row: tuple[Any, ...]) -> v1.V1ItemRow:
         job=job,
         id=id,
         event_id=event_id,
-        event=_load(event, f"queue item {seq}"),
+        event=_load_v1(event, f"queue item {seq}"),
         priority=priority,
         partition_key=partition_key,
         enqueued_at=_when(enqueued),
@@ -627,9 +731,9 @@ def _v1_letter(row: tuple[Any, ...]) -> v1.LetterRow:
         kind=kind,
         job=job,
         id=id,
-        state=_load(state, what),
-        meta=_load(meta, what),
-        event=_load(event, what),
+        state=_load_v1(state, what),
+        meta=_load_v1(meta, what),
+        event=_load_v1(event, what),
         error=error,
         reason=reason,
         attempts=attempts,
@@ -812,7 +916,13 @@ class _Writer:
                 conn.execute(f"DELETE FROM instances WHERE {_KEY}", params)
             else:
                 # the lease columns are left as they are: saving never touches a lease
-                conn.execute(_UPSERT_RECORD, _record_params(changes.record))
+                record = changes.record
+                if record.unreadable is None:
+                    conn.execute(_UPSERT_RECORD, _record_params(record))
+                else:
+                    # the stored text stays as it is, for an operator to repair
+                    values = _record_params(record)
+                    conn.execute(_UPDATE_UNREADABLE, (values[3], *values[6:], *params))
         if changes.queue_purged:
             conn.execute(f"DELETE FROM items WHERE {_KEY}", params)
         conn.executemany(
@@ -1057,7 +1167,12 @@ class _Writer:
 
     def forget_seen_before(self, cutoff_us: int) -> int:
         with _transaction(self.conn) as conn:
-            return conn.execute("DELETE FROM seen_events WHERE at < ?", (cutoff_us,)).rowcount
+            forgotten = conn.execute(_FORGET_SEEN, (cutoff_us,)).rowcount
+        # give the freed pages back to the file system (a no-op unless auto_vacuum is
+        # incremental, as in every file this version created); executescript steps the
+        # pragma to its end, where execute would free one page only
+        self.conn.executescript("PRAGMA incremental_vacuum;")
+        return forgotten
 
 
 class _Reader:
@@ -1103,18 +1218,19 @@ class _Reader:
         ).fetchall()
         letters: list[DeadLetter] = []
         for letter_id, kind, job_name, id, state, meta, event, error, reason, attempts, at in rows:
-            what = f"dead letter {letter_id}"
+            # a letter's corrupted JSON is listed as its text: listing never fails on it
+            problems: list[str] = []
             letters.append(
                 DeadLetter(
                     id=letter_id,
                     key=_key_of(kind, job_name, id),
-                    state=_load(state, what),
-                    meta=_load(meta, what),
-                    event=_load(event, what),
+                    state=_load(state, "state", problems),
+                    meta=_load(meta, "meta", problems),
+                    event=_load(event, "event", problems),
                     error=error,
                     reason=reason,
-                    attempts=attempts,
-                    at=_when(at),
+                    attempts=_int_or_note(attempts, "attempts", problems),
+                    at=_time_or_note(at, "at", problems) or _EPOCH,
                 )
             )
         return letters
@@ -1250,6 +1366,10 @@ class SqliteStorage:
         """The database file."""
         return self._path
 
+    async def exists(self) -> bool:
+        """Whether the database file exists (checked without creating it)."""
+        return self._path.is_file()
+
     async def open(self) -> None:
         """Open the file and check its schema now (otherwise done on first use)."""
         await self._conn.ready()
@@ -1377,7 +1497,7 @@ class SqliteStorage:
         return await self._conn.write(lambda db: db.delete_dead_letter(letter_id))
 
     async def forget_seen_before(self, cutoff: datetime) -> int:
-        """Drop remembered event ids accepted before `cutoff` (strictly); returns how many."""
+        """Drop remembered event ids accepted before `cutoff` (strictly; see the protocol)."""
         cutoff_us = _micros(cutoff)
         return await self._conn.write(lambda db: db.forget_seen_before(cutoff_us))
 
@@ -1423,24 +1543,17 @@ class _Connection:
             self._read_thread = ThreadPoolExecutor(1, thread_name_prefix="durable-jobs-sqlite-r")
         return self._write_thread, self._read_thread
 
-    def _failing(self, exc: sqlite3.Error) -> StorageError:
-        return StorageError(f"SQLite storage {str(self.path)!r} failed: {exc}")
-
     def _on_writer(self, work: Callable[[_Writer], T]) -> T:
-        try:
+        with map_sqlite_errors(self.path):
             if self._writer is None:
                 self._writer = _Writer(self.path, self._busy_timeout)
             return work(self._writer)
-        except sqlite3.Error as exc:
-            raise self._failing(exc) from exc
 
     def _on_reader(self, work: Callable[[_Reader], T]) -> T:
-        try:
+        with map_sqlite_errors(self.path):
             if self._reader is None:
                 self._reader = _Reader(self.path, self._busy_timeout)
             return work(self._reader)
-        except sqlite3.Error as exc:
-            raise self._failing(exc) from exc
 
     async def step(self, work: Callable[[_Writer], T]) -> T:
         """Run `work` on the write thread, in the open block (its caller holds `lock`)."""
