@@ -129,7 +129,9 @@ class WorkerPoolHandler(Generic[I, S, E, R]):
         `not_before`, its first attempt waits until then (a retry waits for its own delay).
         """
         at = not_before_time(not_before, self._services.clock.now())
-        (result,) = await self._push([self._item(event, partition_key, priority, event_id, available_at=at)])
+        (result,) = await self._push(
+            [self._item(event, partition_key, priority, event_id, available_at=at)]
+        )
         return result
 
     async def enqueue_many(

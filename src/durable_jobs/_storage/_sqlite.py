@@ -532,6 +532,8 @@ def _ready_rows(
     finally:
         cursor.close()
     return taken
+
+
 JOURNAL_SIZE_LIMIT: Final = 64 * 1024 * 1024
 """The size (bytes) a checkpoint truncates the `-wal` file to when it grew larger."""
 
