@@ -24,8 +24,11 @@ typecheck: $(BIN)/.installed
 	$(BIN)/mypy --strict docs/examples
 	$(BIN)/pyright docs/examples
 
+# The cases' mypy cache lives in this checkout: pytest-mypy-plugins defaults to one under
+# /tmp, which every checkout on the machine shares (and corrupts for the others).
 typing-suite: $(BIN)/.installed
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest typing_tests -q --mypy-ini-file=typing_tests/mypy-cases.ini
+	mkdir -p .mypy-cases
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest typing_tests -q --mypy-ini-file=typing_tests/mypy-cases.ini --mypy-testing-base=$(CURDIR)/.mypy-cases
 
 test: $(BIN)/.installed
 	$(BIN)/pytest tests -q
@@ -33,7 +36,7 @@ test: $(BIN)/.installed
 check: lint typecheck typing-suite test
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .mypy-cases .pytest_cache
 
 # Benchmarks (not tests): one Markdown table, about two minutes. The bench extra
 # (tenacity, dbos) is installed when missing; a row says so if it cannot be.
