@@ -13,8 +13,13 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "durable_jobs"
 
 def test_every_public_symbol_has_a_known_type(tmp_path: Path) -> None:
     # pyright cannot follow the editable install (microsoft/pyright#5473); a plain copy of
-    # the package on PYTHONPATH is what a user's site-packages would hold.
-    shutil.copytree(PACKAGE, tmp_path / "durable_jobs")
+    # the package on PYTHONPATH is what a user's site-packages would hold. The mypy plugin
+    # is left out: it is an extension of mypy (its classes derive from mypy's, whose types
+    # pyright does not resolve in this mode), not part of the library's API; mypy and
+    # pyright check it with the rest of src/.
+    shutil.copytree(
+        PACKAGE, tmp_path / "durable_jobs", ignore=shutil.ignore_patterns("mypy_plugin.py")
+    )
     (tmp_path / "pyrightconfig.json").write_text('{"pythonVersion": "3.11"}')
     pyright = Path(sys.executable).parent / "pyright"
     done = subprocess.run(

@@ -573,12 +573,14 @@ async def test_max_duration_counts_from_the_first_failure_of_each_sequence(
 
 async def test_reschedule_from_on_error_runs_again_at_that_time(clock: TestClock) -> None:
     handled: list[Handled] = []
-    rescheduled: list[datetime] = []
+    rescheduled: list[datetime | None] = []
 
     def on_error(e: ApiError, ctx: ErrorContext[Ping]) -> None:
         handled.append(Handled(e, ctx.reason, ctx.attempts, ctx.state, ctx.now))
         if len(handled) == 1:
-            rescheduled.append(ctx.reschedule("5 minutes"))
+            assert ctx.rescheduled_at is None
+            ctx.reschedule("5 minutes")
+            rescheduled.append(ctx.rescheduled_at)
 
     harness = Harness(
         clock,
@@ -606,6 +608,17 @@ async def test_reschedule_from_on_error_runs_again_at_that_time(clock: TestClock
     assert [r.attempt for r in harness.runs] == [1, 2, 1, 2]
     assert {(r.batch_id, r.state) for r in harness.runs} == {(batch.batch_id, Ping(1))}
     assert [(h.reason, h.attempts) for h in handled] == [("max_attempts", 2)] * 2
+    assert (await client.status("p")).status == "not_found"
+
+
+async def test_an_on_error_lambda_that_reschedules(clock: TestClock) -> None:
+    """`on_error=lambda e, ctx: ctx.reschedule(...)`: the lambda returns None, a valid result."""
+    harness = Harness(clock, fail_times=1, on_error=lambda e, ctx: ctx.reschedule("5 minutes"))
+    client = harness.client()
+    await harness.start(client)
+    assert (await client.status("p")).next_flush_at == T0 + timedelta(minutes=5)
+    await clock.advance("5 minutes")
+    assert harness.times == [T0, T0 + timedelta(minutes=5)]
     assert (await client.status("p")).status == "not_found"
     assert await harness.storage.dead_letters() == []
 

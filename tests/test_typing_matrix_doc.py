@@ -47,9 +47,9 @@ def test_every_cell_of_the_kind_matrix_has_a_positive_and_a_negative_case() -> N
     assert len(matrix.matrix_cells(ALL_CASES)) == 4 * 2 * 5
 
 
-def test_the_suite_has_at_least_150_cases_with_unique_names() -> None:
+def test_the_suite_has_at_least_350_cases_with_unique_names() -> None:
     names = [case.name for case in ALL_CASES]
-    assert len(names) >= 150
+    assert len(names) >= 350
     assert len(set(names)) == len(names)
 
 

@@ -1,116 +1,73 @@
-"""Run every YAML typing case under pyright too (mypy runs them via pytest-mypy-plugins)."""
+"""
+Collect every YAML typing case as two pytest items, `mypy::<case>` and `pyright::<case>`.
 
-import json
-import shutil
-import subprocess
-import sys
-import tempfile
+The checkers run once per session, in parallel, over all cases (`checkers.py`): one mypy
+process with `mypy-cases.ini`, one with `mypy-plugin-cases.ini` for the cases marked
+`mypy_plugin: true`, and one pyright process. The settings live in those files and in
+`checkers.PYRIGHT_CONFIG`, not on the command line: plain `pytest typing_tests` is strict.
+"""
+
 from collections.abc import Iterator
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+
+from typing_tests import checkers
 
 
-ROOT = Path(__file__).resolve().parent.parent
-_RESULTS: dict[str, list[str]] | None = None
+_SUITE: "Future[checkers.SuiteRun] | None" = None
 
 
-def _cases() -> list[tuple[Path, dict[str, Any]]]:
-    found: list[tuple[Path, dict[str, Any]]] = []
-    for path in sorted((ROOT / "typing_tests" / "cases").glob("test_*.yml")):
-        for case in yaml.safe_load(path.read_text()) or []:
-            found.append((path, case))
-    return found
+def _suite(session: pytest.Session) -> checkers.SuiteRun:
+    """Start the checkers for every collected case on first use; wait for them."""
+    global _SUITE  # noqa: PLW0603 - one run of each checker per session
+    if _SUITE is None:
+        cases = {item.case.name: item.case for item in session.items if isinstance(item, CaseItem)}
+        _SUITE = checkers.start_suite(list(cases.values()))
+    return _SUITE.result()
 
 
-def _runs_under(case: dict[str, Any], checker: str) -> bool:
-    return checker in case.get("checkers", ["mypy", "pyright"])
+class CaseItem(pytest.Item):
+    """One case checked by one checker."""
 
-
-def _pyright_results() -> dict[str, list[str]]:
-    """Check every case in one pyright process; map case name -> problems."""
-    global _RESULTS  # noqa: PLW0603 - one pyright run per session
-    if _RESULTS is not None:
-        return _RESULTS
-    workdir = Path(tempfile.mkdtemp(prefix="pyright-cases-"))
-    names: dict[str, str] = {}
-    for index, (_, case) in enumerate(_cases()):
-        if not _runs_under(case, "pyright"):
-            continue
-        module = f"case_{index:04d}.py"
-        (workdir / module).write_text(case["main"])
-        names[module] = case["case"]
-    config = {
-        "typeCheckingMode": "strict",
-        "pythonVersion": "3.11",
-        "enableTypeIgnoreComments": False,
-        "reportUnnecessaryTypeIgnoreComment": "error",
-        "extraPaths": [str(ROOT / "src")],
-    }
-    (workdir / "pyrightconfig.json").write_text(json.dumps(config))
-    pyright = shutil.which("pyright", path=str(Path(sys.executable).parent)) or "pyright"
-    completed = subprocess.run(
-        [pyright, "--outputjson", "--pythonpath", sys.executable, "-p", str(workdir)],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=workdir,
-    )
-    report = json.loads(completed.stdout)
-    results: dict[str, list[str]] = {name: [] for name in names.values()}
-    for diagnostic in report.get("generalDiagnostics", []):
-        if diagnostic.get("severity") not in ("error", "warning"):
-            continue
-        module = Path(diagnostic["file"]).name
-        if module in names:
-            line = diagnostic["range"]["start"]["line"] + 1
-            rule = diagnostic.get("rule", "")
-            results[names[module]].append(f"line {line}: {diagnostic['message']} ({rule})")
-    _RESULTS = results
-    shutil.rmtree(workdir, ignore_errors=True)
-    return results
-
-
-class PyrightItem(pytest.Item):
-    """One case checked by pyright."""
-
-    def __init__(self, *, case: dict[str, Any], **kwargs: Any) -> None:
+    def __init__(self, *, case: checkers.Case, checker: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.case = case
+        self.checker = checker
 
     def runtest(self) -> None:
-        problems = _pyright_results().get(self.case["case"], [])
+        problems = _suite(self.session).failures(self.case, self.checker)
         if problems:
-            raise PyrightCaseError("\n".join(problems))
+            raise TypingCaseError("\n".join(problems))
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        if isinstance(excinfo.value, TypingCaseError):
+            return f"{self.checker} on {self.case.name}:\n{excinfo.value}"
+        return str(super().repr_failure(excinfo, style))
 
     def reportinfo(self) -> tuple[Path, int, str]:
-        return self.path, 0, f"pyright::{self.case['case']}"
+        return self.path, 0, f"{self.checker}::{self.case.name}"
 
 
-class PyrightCaseError(AssertionError):
-    """Pyright reported problems for a case."""
+class TypingCaseError(AssertionError):
+    """A checker disagreed with a case's expectations."""
 
 
-class PyrightFile(pytest.File):
-    """The pyright view of one YAML file of cases."""
+class CaseFile(pytest.File):
+    """The cases of one YAML file."""
 
-    def collect(self) -> Iterator[PyrightItem]:
-        for case in yaml.safe_load(self.path.read_text()) or []:
-            if _runs_under(case, "pyright"):
-                yield PyrightItem.from_parent(self, name=f"pyright::{case['case']}", case=case)
+    def collect(self) -> Iterator[CaseItem]:
+        for case in checkers.load_file(self.path):
+            for checker in checkers.CHECKERS:
+                if case.runs_under(checker):
+                    yield CaseItem.from_parent(
+                        self, name=f"{checker}::{case.name}", case=case, checker=checker
+                    )
 
 
-def pytest_collect_file(parent: pytest.Collector, file_path: Path) -> PyrightFile | None:
+def pytest_collect_file(parent: pytest.Collector, file_path: Path) -> CaseFile | None:
     if file_path.suffix == ".yml" and file_path.name.startswith("test_"):
-        return PyrightFile.from_parent(parent, path=file_path)
+        return CaseFile.from_parent(parent, path=file_path)
     return None
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Skip mypy items of cases marked `checkers: [pyright]`."""
-    pyright_only = {case["case"] for _, case in _cases() if not _runs_under(case, "mypy")}
-    for item in items:
-        if not isinstance(item, PyrightItem) and item.name in pyright_only:
-            item.add_marker(pytest.mark.skip(reason="pyright-only case (documented divergence)"))

@@ -20,6 +20,7 @@ from ._contexts import TaskExecuteContext as TaskExecuteContext
 from ._contexts import TaskIdleContext as TaskIdleContext
 from ._contexts import WorkerPoolContext as WorkerPoolContext
 from ._definitions._base import JobDefinition as JobDefinition
+from ._definitions._base import Registrable as Registrable
 from ._definitions._continuous import Continuous as Continuous
 from ._definitions._debounce import Debounce as Debounce
 from ._definitions._task import Task as Task
@@ -145,6 +146,7 @@ __all__ = [
     "Ok",
     "PoolStatus",
     "RateLimit",
+    "Registrable",
     "Result",
     "ResumeAction",
     "ResumeResult",

@@ -15,6 +15,7 @@ from typing import Generic, Literal, NoReturn, TypeAlias
 import attrs
 from typing_extensions import TypeVar
 
+from . import _covariant
 from ._duration import DurationInput, to_timedelta
 
 
@@ -539,13 +540,15 @@ class WorkerPoolContext(_BaseContext[R], Generic[I, R]):
         return self._priority
 
 
-class ErrorContext(_BaseContext[R], Generic[S, R]):
+class ErrorContext(_BaseContext[R], Generic[_covariant.S, R]):
     """
     The context of `on_error(e, ctx)`: a failure is final.
 
     Type parameters:
         S: the state the failed execution saw: a Debounce's batch, a Continuous job's state,
-            a Task's `S | None`; for a WorkerPool, the event that failed.
+            a Task's `S | None`; for a WorkerPool, the event that failed. Covariant (the
+            state is only read here): one `on_error(e, ctx: ErrorContext[object])` serves
+            jobs of any state type.
         R: the type of `deps`.
     """
 
@@ -555,7 +558,7 @@ class ErrorContext(_BaseContext[R], Generic[S, R]):
         self,
         info: ExecutionInfo,
         deps: R,
-        state: S,
+        state: _covariant.S,
         attempts: int,
         reason: FailureReason,
         reschedule: ScheduleCell,
@@ -567,7 +570,7 @@ class ErrorContext(_BaseContext[R], Generic[S, R]):
         self._reschedule = reschedule
 
     @property
-    def state(self) -> S:
+    def state(self) -> _covariant.S:
         """The state the failed execution saw (its own changes are discarded)."""
         return self._state
 
@@ -581,15 +584,20 @@ class ErrorContext(_BaseContext[R], Generic[S, R]):
         """Why the failure is final."""
         return self._reason
 
-    def reschedule(self, delay: DurationInput) -> datetime:
+    def reschedule(self, delay: DurationInput) -> None:
         """
         Try again after `delay` instead of giving up (the state is kept).
 
-        Returns the new alarm time; the next run starts a fresh retry sequence.
+        The next run starts a fresh retry sequence; `rescheduled_at` says when it is due.
+        Returns None, like `on_error` itself, so `on_error=lambda e, ctx:
+        ctx.reschedule("5 minutes")` is a valid handler.
         """
-        at = _alarm_time(delay, self._info.now)
-        self._reschedule.set(at)
-        return at
+        self._reschedule.set(_alarm_time(delay, self._info.now))
+
+    @property
+    def rescheduled_at(self) -> datetime | None:
+        """When the instance runs again, if `reschedule` was called in this `on_error`."""
+        return self._reschedule.at
 
     def terminate(self, reason: str | None = None) -> NoReturn:
         """Purge the instance now (no dead-letter record)."""

@@ -42,6 +42,7 @@ from cattrs.errors import (
 )
 from typing_extensions import TypeIs
 
+from . import _type_forms  # the module, not its names: _type_forms uses encode and decode
 from ._errors import UndecodableDataError, ValidationError
 from ._limits import (
     ID_MAX_BYTES,
@@ -590,7 +591,8 @@ def to_json(value: object, cls: type[object], *, field: str, limits: DataLimits)
     `ValidationError` names the path from `field` (`event.emails[0]`) and shows a preview
     of the value; nothing has been stored then.
     """
-    if not isinstance(value, cls):
+    expected = _type_forms.runtime_class(cls)  # `cls` may be a type form: `list` for `list[int]`
+    if expected is None or not isinstance(value, expected):
         raise ValidationError(field, f"expected {_type_name(cls)}, got {preview(value)}")
     data = _plain(value, cls, field, limits)
     size = _json_size(data)

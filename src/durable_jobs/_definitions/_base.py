@@ -1,7 +1,7 @@
 """What every job definition is: named, and registrable with dependencies of type `R`."""
 
 import abc
-from typing import Any, Generic
+from typing import Any, Generic, Protocol
 
 import attrs
 from typing_extensions import TypeVar
@@ -12,6 +12,25 @@ from .._serde import check_id
 
 
 R = TypeVar("R", contravariant=True, default=object)
+
+
+class Registrable(Protocol[R]):
+    """
+    What `Engine(jobs=...)` accepts: anything that registers with dependencies of type `R`.
+
+    A structural type, which the definitions satisfy without inheriting it: that is what lets
+    both checkers accept one list (or tuple) of jobs that need different dependency
+    Protocols, as long as the engine's `deps` satisfies every one of them. (Through the
+    common base class, the checkers would first join the jobs' types and lose their `R`.)
+
+    Type parameters:
+        R: the dependencies the job needs. Contravariant: a `Registrable[object]` (a job
+            needing nothing) is a `Registrable[AppDeps]` for any `AppDeps`.
+    """
+
+    def register_with(self, deps: R, services: Services, /) -> RegisteredJob:
+        """Register with the engine's `deps` and machinery (called by `Engine`; internal)."""
+        ...
 
 
 class JobDefinition(abc.ABC, Generic[R]):

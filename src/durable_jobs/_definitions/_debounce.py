@@ -17,6 +17,7 @@ from .._runtime._debounce import DebounceHandler
 from .._runtime._invoke import RunHandle
 from .._runtime._services import RegisteredJob, Services
 from .._storage._interface import Claim, JobKind
+from .._type_forms import runtime_class, type_name
 from . import _validators as check
 from ._base import JobDefinition, check_name
 
@@ -140,7 +141,7 @@ def _keep_latest(context: DebounceEventContext[object, object, object]) -> objec
     return context.event
 
 
-def _require_event_state(execute: object, event: type) -> None:
+def _require_event_state(execute: object, event: object) -> None:
     """
     Without `on_event` the batch is the latest event: reject an `execute` annotated otherwise.
 
@@ -159,10 +160,11 @@ def _require_event_state(execute: object, event: type) -> None:
     if typing.get_origin(annotation) is not DebounceExecuteContext or not args:
         return
     expected = args[0]
-    if isinstance(expected, type) and not issubclass(event, expected):
+    event_class = runtime_class(event)
+    if isinstance(expected, type) and event_class and not issubclass(event_class, expected):
         msg = (
-            f"execute: expects DebounceExecuteContext[{expected.__qualname__}], but without"
-            f" on_event the batch is the latest event, a {event.__qualname__}; pass"
+            f"execute: expects DebounceExecuteContext[{type_name(expected)}], but without"
+            f" on_event the batch is the latest event, a {type_name(event)}; pass"
             " on_event= and state= to collect events into another type"
         )
         raise InvalidDefinitionError(msg)

@@ -8,15 +8,19 @@ import attrs
 from .._duration import DurationInput, to_timedelta
 from .._errors import InvalidDefinitionError
 from .._retry import Retry
+from .._type_forms import is_type_form
 
 
 T = TypeVar("T")
 
 
+_TYPE_FORM = "a class or a generic alias such as list[int]"
+
+
 def is_class(_instance: object, attribute: "attrs.Attribute[T]", value: T) -> None:
-    """The value must be a class (the runtime type of events or state)."""
-    if not isinstance(value, type):
-        msg = f"{attribute.name}: expected a class, got {value!r}"
+    """The value must be a type form (the runtime type of events or state; `_type_forms`)."""
+    if not is_type_form(value):
+        msg = f"{attribute.name}: expected {_TYPE_FORM}, got {value!r}"
         raise InvalidDefinitionError(msg)
 
 
@@ -80,9 +84,9 @@ def timeout(value: DurationInput | None) -> timedelta | None:
 
 
 def require_class(field: str, value: object) -> None:
-    """Runtime guard for untyped callers: `value` must be a class."""
-    if not isinstance(value, type):
-        msg = f"{field}: expected a class, got {value!r}"
+    """Runtime guard for untyped callers: `value` must be a type form (`_type_forms`)."""
+    if not is_type_form(value):
+        msg = f"{field}: expected {_TYPE_FORM}, got {value!r}"
         raise InvalidDefinitionError(msg)
 
 

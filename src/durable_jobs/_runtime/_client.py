@@ -41,7 +41,7 @@ from ._results import (
     TerminateResult,
     TriggerResult,
 )
-from ._services import DefectPolicy, Services
+from ._services import DefectPolicy, RegisteredJob, Services
 from ._task import TaskHandler
 from ._worker_pool import WorkerPoolHandler
 
@@ -208,13 +208,13 @@ class EngineClient(Client):
 
     __slots__ = ()
 
-    def __init__(self, jobs: "Sequence[JobDefinition[Never]]", services: Services) -> None:
+    def __init__(self, jobs: Sequence[RegisteredJob], services: Services) -> None:
         self._services = services
-        self._definitions = _by_name(jobs)
+        self._definitions = {job.name: job.definition for job in jobs}
 
 
-def _by_name(jobs: "Sequence[JobDefinition[Never]]") -> "dict[str, JobDefinition[Never]]":
-    definitions: dict[str, JobDefinition[Never]] = {}
+def _by_name(jobs: "Sequence[JobDefinition[Never]]") -> dict[str, object]:
+    definitions: dict[str, object] = {}
     for job in jobs:
         if job.name in definitions:
             msg = f"two jobs are named {job.name!r}; job names must be unique"

@@ -16,6 +16,7 @@ from .._storage._interface import (
     JobKind,
     LeaseLostError,
 )
+from .._type_forms import is_instance, type_name
 from ._services import Services
 
 
@@ -43,8 +44,8 @@ def key_of(kind: JobKind, job: str, id: str) -> InstanceKey:
 
 def require_instance(field: str, value: object, cls: type) -> None:
     """Runtime guard for data that bypassed the type checker: `value` must be a `cls`."""
-    if not isinstance(value, cls):
-        raise ValidationError(field, f"expected {cls.__qualname__}, got {preview(value)}")
+    if not is_instance(value, cls):  # `cls` may be a type form such as list[int]
+        raise ValidationError(field, f"expected {type_name(cls)}, got {preview(value)}")
 
 
 def unreadable_record(record: InstanceRecord) -> None:

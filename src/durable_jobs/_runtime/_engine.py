@@ -7,7 +7,7 @@ import random
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, Never, Self, overload
+from typing import TYPE_CHECKING, Any, Generic, Self, overload
 
 from typing_extensions import TypeVar
 
@@ -28,7 +28,7 @@ from ._worker import Worker
 
 
 if TYPE_CHECKING:
-    from .._definitions._base import JobDefinition
+    from .._definitions._base import Registrable
 
 R = TypeVar("R", default=None)
 
@@ -50,14 +50,16 @@ class Engine(Generic[R]):
 
     Type parameters:
         R: the type of `deps`. Every job's requirement must be a supertype of it, so a job
-            needing a dependency the engine lacks is a type error at `Engine(...)`.
+            needing a dependency the engine lacks is a type error at `Engine(...)`. Jobs
+            are taken as `Registrable[R]` (structurally), so jobs needing different
+            dependency Protocols share one engine whose `deps` satisfies them all.
     """
 
     @overload
     def __init__(
         self: "Engine[None]",
         *,
-        jobs: "Sequence[JobDefinition[None]]",
+        jobs: "Sequence[Registrable[None]]",
         storage: Storage | None = None,
         clock: Clock | None = None,
         observers: Sequence[Observer] = (),
@@ -74,7 +76,7 @@ class Engine(Generic[R]):
     def __init__(
         self,
         *,
-        jobs: "Sequence[JobDefinition[R]]",
+        jobs: "Sequence[Registrable[R]]",
         deps: R,
         storage: Storage | None = None,
         clock: Clock | None = None,
@@ -92,7 +94,7 @@ class Engine(Generic[R]):
         self,
         *,
         # the overloads above are the typed surface; this implementation serves both
-        jobs: "Sequence[JobDefinition[Any]]",
+        jobs: "Sequence[Registrable[Any]]",
         deps: Any = None,
         storage: Storage | None = None,
         clock: Clock | None = None,
@@ -140,13 +142,11 @@ class Engine(Generic[R]):
             limits=DataLimits() if limits is None else limits,
         )
         self._jobs: dict[str, RegisteredJob] = {}
-        definitions: dict[str, JobDefinition[Never]] = {}
-        for job in jobs:
+        for job in _register_all(jobs, deps, self._services):
             if job.name in self._jobs:
                 msg = f"two jobs are named {job.name!r}; job names must be unique"
                 raise DuplicateJobError(msg)
-            self._jobs[job.name] = job.register_with(deps, self._services)
-            definitions[job.name] = job
+            self._jobs[job.name] = job
         retention = to_timedelta(event_id_retention, field="event_id_retention")
         if retention <= timedelta(0):
             msg = f"event_id_retention: must be positive, got {event_id_retention!r}"
@@ -158,7 +158,7 @@ class Engine(Generic[R]):
             lease=self._lease,
             event_id_retention=retention,
         )
-        self.client: Client = EngineClient(list(definitions.values()), self._services)
+        self.client: Client = EngineClient(list(self._jobs.values()), self._services)
         """The typed client: `engine.client.debounce(job).add(...)` and friends."""
         self._serving: asyncio.Task[None] | None = None
         self._stopping = False
@@ -303,6 +303,15 @@ class Engine(Generic[R]):
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+
+
+def _register_all(
+    jobs: "Sequence[Registrable[R]]", deps: R, services: Services
+) -> list[RegisteredJob]:
+    registered: list[RegisteredJob] = []
+    for job in jobs:
+        registered.append(job.register_with(deps, services))
+    return registered
 
 
 def _default_random() -> Callable[[], float]:
