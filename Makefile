@@ -38,7 +38,7 @@ test: $(BIN)/.installed
 check: lint typecheck typing-suite test
 
 clean:
-	rm -rf $(VENV) .mypy_cache .mypy-cases .pytest_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache
 
 # Benchmarks (not tests): one Markdown table, about two minutes. The bench extra
 # (tenacity, dbos) is installed when missing; a row says so if it cannot be.
