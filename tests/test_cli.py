@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ from durable_jobs import (
     WorkerPoolContext,
 )
 from durable_jobs._cli import main
+from durable_jobs._storage._sqlite import SCHEMA_VERSION
 from durable_jobs.testing import TestClock
 
 
@@ -332,9 +334,9 @@ def test_an_old_database_is_refused_until_migrated(
     refused = capsys.readouterr().err
     assert "durable-jobs migrate" in refused
     assert main(["migrate", "--db", str(db)]) == 0
-    assert "schema version 1 -> 2: migrated" in capsys.readouterr().out
+    assert f"schema version 1 -> {SCHEMA_VERSION}: migrated" in capsys.readouterr().out
     assert main(["migrate", "--db", str(db)]) == 0
-    assert "schema version 2: up to date" in capsys.readouterr().out
+    assert f"schema version {SCHEMA_VERSION}: up to date" in capsys.readouterr().out
     assert main(["status", "--db", str(db)]) == 0
     assert main(["migrate", "--db", str(tmp_path / "absent.db")]) == 4
 
@@ -362,3 +364,29 @@ def test_a_worker_stops_on_a_database_it_must_not_run_against(tmp_path: Path) ->
     assert worker_.startswith("worker=")
     assert pid == f"pid={worker_.split(':')[1]}"
     assert (job, instance, attempt) == ("job=-", "instance=-", "attempt=-")
+
+
+def test_inspect_of_a_pool_counts_its_delayed_events(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "jobs.db"
+    mail = WorkerPool(name="mail", event=str, concurrency=1, execute=lambda ctx: Ok(None))
+
+    async def go() -> None:
+        storage = SqliteStorage(db)
+        clock = TestClock(datetime.now(UTC))  # the command reads the wall clock
+        client = Engine(jobs=[mail], storage=storage, clock=clock).client.worker_pool(mail)
+        await client.enqueue("now")
+        await client.enqueue("later", not_before="1 hour")
+        await storage.close()
+
+    asyncio.run(go())
+    assert main(["inspect", "--db", str(db), "mail", "pool"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["events"] == {
+        "queued": 1,
+        "delayed": 1,
+        "running": 0,
+        "retrying": 0,
+        "abandoned": 0,
+    }

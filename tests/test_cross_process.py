@@ -9,6 +9,7 @@ add returned while the flush was still running" is read off the sink.
 """
 
 import asyncio
+import bisect
 import contextlib
 import os
 import signal
@@ -236,6 +237,35 @@ async def test_a_blocking_sync_execute_longer_than_the_lease_never_runs_twice(
     assert "job.lease_lost" not in setup.logs_text()
 
 
+async def test_a_sync_execute_past_its_timeout_holds_its_instance_until_it_returns(
+    setup: Setup,
+) -> None:
+    """
+    A sync `execute` past its `timeout` (1 s) cannot be stopped: its result is discarded and
+    its instance stays held, marked abandoned, until the thread returns; no other worker
+    runs it meanwhile. The timeout is a defect: the defect policy's retry runs it again.
+    """
+    for name in ("worker-a", "worker-b"):
+        setup.start_worker(lease="1 second", hold=2.5, name=name)
+    sleepy = setup.client().continuous(xproc_app.SLEEPY)
+    await sleepy.start("s", 0)
+    await eventually("the first run started", lambda: len(setup.runs("sleepy")) == 1, setup)
+    deadline = time.monotonic() + WAIT
+    while not (await sleepy.status("s")).abandoned:
+        if time.monotonic() > deadline:
+            pytest.fail(f"the run was not marked abandoned\n{setup.logs_text()}")
+        await asyncio.sleep(0.02)
+    assert setup.runs("sleepy")[0][5] is None  # its thread still runs
+    while await sleepy.get_state("s") != 1:
+        if time.monotonic() > deadline:
+            pytest.fail(f"the retry did not run\n{setup.logs_text()}")
+        await asyncio.sleep(0.05)
+    first, second = setup.runs("sleepy")
+    assert first[5] is not None
+    assert second[4] >= first[5]  # never beside the abandoned thread
+    assert "reason=timeout" in setup.logs_text()
+
+
 def _backends(setup: Setup, name: str) -> int:
     """Terminate every server connection of the worker named `name`; how many there were."""
     with psycopg.connect(setup.where, autocommit=True) as conn:
@@ -309,3 +339,36 @@ async def test_killed_backends_for_longer_than_the_lease_refuse_the_stale_finish
         "the victim reported its lost lease", lambda: "job.lease_lost" in setup.log("victim"), setup
     )
     assert await stamp.get_state("s") == rescuer.pid
+
+
+def _most_in_a_period(times: list[float], period: float) -> int:
+    """The most of `times` in any half-open window [t, t + period) starting at one of them."""
+    ordered = sorted(times)
+    return max(
+        (bisect.bisect_left(ordered, t + period) - i for i, t in enumerate(ordered)), default=0
+    )
+
+
+async def test_a_rate_limit_holds_across_three_workers(pg_setup: Setup) -> None:
+    """
+    `RateLimit(limit=3, period="1 second")` on a pool with `concurrency=10`, served by three
+    worker processes: in any period at most 3 events start, counted on the claims (the
+    engine times the storage's budget uses, recorded by every worker) and every event runs.
+    An execution starts a moment after its claim (the worker's own scheduling), so execute
+    start times, printed beside, can bunch more closely than the claims.
+    """
+    setup = pg_setup
+    for n in range(3):
+        setup.start_worker(lease="30 seconds", hold=0, name=f"worker-{n}")
+    pool = setup.client().worker_pool(xproc_app.RATED)
+    await pool.enqueue_many([f"e{n}" for n in range(15)])
+    await eventually("every event ran", lambda: len(setup.runs("rated")) == 15, setup)
+
+    with contextlib.closing(sqlite3.connect(setup.sink, timeout=30)) as db:
+        claims = db.execute("SELECT pid, at FROM claims WHERE job = 'rated'").fetchall()
+    assert len(claims) == 15
+    assert len({pid for pid, _ in claims}) > 1, "one worker took every claim"
+    most = _most_in_a_period([at for _, at in claims], 1.0)
+    runs = _most_in_a_period([run[4] for run in setup.runs("rated")], 1.0)
+    print(f"rate limit 3/s, 3 workers: at most {most} claims ({runs} execute starts) in 1 s")
+    assert most <= 3

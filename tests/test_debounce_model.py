@@ -53,6 +53,8 @@ from durable_jobs.testing import TestClock
 T = TypeVar("T")
 
 WINDOW = timedelta(seconds=60)
+MAX_WAIT = timedelta(seconds=90)
+"""The cap of the quiet-period variant (`quiet=True`)."""
 RETRY_DELAY = timedelta(seconds=30)
 MAX_EVENTS = 3
 MAX_ATTEMPTS = 3
@@ -110,10 +112,16 @@ class ModelBatch:
     attempt: int = 1
     """The next attempt."""
     retry_at: datetime | None = None
+    quiet: bool = False
+    """A quiet period: due `WINDOW` after its latest event, at most `MAX_WAIT` after its first."""
+    last_at: datetime | None = None
 
     def due(self) -> datetime:
         if self.flush_requested_at is not None:
             return self.flush_requested_at
+        if self.quiet:
+            last = self.last_at or self.started_at
+            return min(last + WINDOW, self.started_at + MAX_WAIT)
         return self.started_at + WINDOW
 
 
@@ -130,6 +138,9 @@ class Chain:
 
 
 class DebounceMachine(RuleBasedStateMachine):
+    quiet = False
+    """The window mode of the job under test (the fixed window by default)."""
+
     def __init__(self) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
@@ -178,6 +189,8 @@ class DebounceMachine(RuleBasedStateMachine):
             state=Batch,
             flush_after=WINDOW,
             max_events=MAX_EVENTS,
+            quiet=self.quiet,
+            max_wait=MAX_WAIT if self.quiet else None,
             on_event=on_event,
             execute=execute,
             retry=Retry(max_attempts=MAX_ATTEMPTS, delay=Backoff.fixed(RETRY_DELAY), jitter=False),
@@ -277,10 +290,11 @@ class DebounceMachine(RuleBasedStateMachine):
             batch = chain.open
             assert result.created == (batch is None)
             if batch is None:
-                batch = chain.open = ModelBatch(result.batch_id, now)
+                batch = chain.open = ModelBatch(result.batch_id, now, quiet=self.quiet)
                 self.batch_order[id].append(result.batch_id)
             assert result.batch_id == batch.batch_id
             batch.values.append(value)
+            batch.last_at = now
             assert result.event_count == len(batch.values)
             if len(batch.values) >= MAX_EVENTS:
                 batch.reason = "max_events"
@@ -438,3 +452,18 @@ DebounceMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestSealedBatchesAgainstModel = DebounceMachine.TestCase
+
+
+class QuietDebounceMachine(DebounceMachine):
+    """The same model with a quiet-period window: each event moves the flush, up to a cap."""
+
+    quiet = True
+
+
+QuietDebounceMachine.TestCase.settings = settings(
+    max_examples=20,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestQuietPeriodBatchesAgainstModel = QuietDebounceMachine.TestCase

@@ -1017,8 +1017,8 @@ async def test_priority_first_among_ready_events_never_past_a_key_s_head(
 
 async def test_cancel_a_queued_a_retrying_and_a_running_event(clock: TestClock) -> None:
     """
-    cancel removes an event that waits (to start, or for its retry) and reports a running
-    one as "running", which finishes normally.
+    cancel removes an event that waits (to start, or for its retry) and asks a running one
+    to stop ("running"): its async execute is cancelled, and it is recorded as cancelled.
 
     Fails on 0.1.0 (hangs, stopped by the guard): cancel took the partition, which the
     running event held for its whole run, so it waited for that run; and a running event
@@ -1034,7 +1034,7 @@ async def test_cancel_a_queued_a_retrying_and_a_running_event(clock: TestClock) 
             return Err(ShipError(503))
         if ctx.event.label == "k1":
             started.set()
-            await release.wait()
+            await release.wait()  # never set: the cancel stops it
         return Ok(None)
 
     retry: Retry[ShipError] = Retry(max_attempts=3, delay="1 hour", jitter=False)
@@ -1056,12 +1056,11 @@ async def test_cancel_a_queued_a_retrying_and_a_running_event(clock: TestClock) 
     assert (queued.cancelled, queued.status) == (True, "cancelled")
     assert (retrying.cancelled, retrying.status) == (True, "cancelled")
     assert (running.cancelled, running.status) == (False, "running")
-    release.set()
     await promptly(worker)
     await clock.advance("1 day")
     assert runs == [("retry", 1), ("k1", 1)]
     status = await pool.status()
-    assert (status.pending, status.processed) == (0, 1)
+    assert (status.pending, status.processed, status.cancelled) == (0, 0, 3)
 
 
 async def test_pause_stops_starting_events_and_the_running_one_finishes(clock: TestClock) -> None:

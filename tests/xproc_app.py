@@ -16,6 +16,8 @@ import asyncio
 import os
 import sqlite3
 import time
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import attrs
@@ -28,16 +30,22 @@ from durable_jobs import (
     DebounceExecuteContext,
     Engine,
     Ok,
+    RateLimit,
     SqliteStorage,
     Storage,
+    WorkerPool,
+    WorkerPoolContext,
     every,
 )
+from durable_jobs._storage._interface import InstanceKey, ItemClaim, PoolRate
+from durable_jobs.postgres import PostgresStorage
 
 
 SINK_SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     job TEXT, instance TEXT, batch TEXT, events INTEGER, pid INTEGER, started REAL, ended REAL
 );
+CREATE TABLE IF NOT EXISTS claims (job TEXT, event_id TEXT, pid INTEGER, at REAL);
 """
 
 
@@ -144,7 +152,71 @@ def stamp(ctx: ContinuousContext[int]) -> Ok[None]:
 
 STAMP = Continuous(name="stamp", state=int, schedule=every("1 hour"), execute=stamp)
 
-JOBS = (SLOW, BLOCKING, WAITING, STAMP)
+
+def _ran_before(job: str, instance: str) -> bool:
+    with _sink() as db:
+        row = db.execute(
+            "SELECT 1 FROM runs WHERE job = ? AND instance = ?", (job, instance)
+        ).fetchone()
+    return row is not None
+
+
+def sleepy_tick(ctx: ContinuousContext[int]) -> Ok[None]:
+    """A sync run whose first attempt blocks `XPROC_HOLD` s, past its 1 s timeout."""
+    first = not _ran_before("sleepy", ctx.id)
+    run = started("sleepy", ctx.id)
+    if first:
+        time.sleep(hold())
+    ctx.set_state(ctx.state + 1)
+    ended(run)
+    return Ok(None)
+
+
+SLEEPY = Continuous(
+    name="sleepy",
+    state=int,
+    schedule=every("1 hour"),
+    execute=sleepy_tick,
+    timeout="1 second",
+)
+
+
+def rated_call(ctx: WorkerPoolContext[str]) -> Ok[None]:
+    """A quick pool event of the rate-limited pool."""
+    ended(started("rated", ctx.event_id))
+    return Ok(None)
+
+
+RATED = WorkerPool(
+    name="rated",
+    event=str,
+    concurrency=10,
+    execute=rated_call,
+    rate_limit=RateLimit(limit=3, period="1 second"),
+)
+
+JOBS = (SLOW, BLOCKING, WAITING, STAMP, SLEEPY, RATED)
+
+
+class RecordingPostgres(PostgresStorage):
+    """PostgreSQL storage that records every claim of a pool event with its engine time."""
+
+    async def claim_items(
+        self,
+        pools: Mapping[InstanceKey, int],
+        now: datetime,
+        *,
+        limit: int,
+        lease: timedelta,
+        rates: Mapping[InstanceKey, PoolRate] | None = None,
+    ) -> Sequence[ItemClaim]:
+        """Claim (see `Storage.claim_items`), then write each claim to the sink."""
+        claims = await super().claim_items(pools, now, limit=limit, lease=lease, rates=rates)
+        if claims:
+            rows = [(c.pool.job, c.item.event_id, os.getpid(), now.timestamp()) for c in claims]
+            with _sink() as db:
+                db.executemany("INSERT INTO claims VALUES (?, ?, ?, ?)", rows)
+        return claims
 
 
 def storage_from_env() -> Storage:
@@ -152,9 +224,7 @@ def storage_from_env() -> Storage:
     kind, _, where = os.environ["XPROC_STORAGE"].partition(":")
     if kind == "sqlite":
         return SqliteStorage(Path(where))
-    from durable_jobs.postgres import PostgresStorage
-
-    return PostgresStorage(where, schema=os.environ["XPROC_SCHEMA"], pool_size=4)
+    return RecordingPostgres(where, schema=os.environ["XPROC_SCHEMA"], pool_size=4)
 
 
 def build_engine(storage: Storage) -> Engine[None]:

@@ -24,6 +24,7 @@ from ._definitions._base import Registrable as Registrable
 from ._definitions._continuous import Continuous as Continuous
 from ._definitions._debounce import Debounce as Debounce
 from ._definitions._task import Task as Task
+from ._definitions._worker_pool import RateLimit as RateLimit
 from ._definitions._worker_pool import WorkerPool as WorkerPool
 from ._duration import DurationInput as DurationInput
 from ._errors import ConflictError as ConflictError
@@ -54,6 +55,7 @@ from ._runtime._client import ContinuousClient as ContinuousClient
 from ._runtime._client import DebounceClient as DebounceClient
 from ._runtime._client import TaskClient as TaskClient
 from ._runtime._client import WorkerPoolClient as WorkerPoolClient
+from ._runtime._common import NotBefore as NotBefore
 from ._runtime._engine import Engine as Engine
 from ._runtime._results import AddResult as AddResult
 from ._runtime._results import BatchStage as BatchStage
@@ -144,9 +146,11 @@ __all__ = [
     "JobNotFoundError",
     "Lease",
     "MemoryStorage",
+    "NotBefore",
     "Observer",
     "Ok",
     "PoolStatus",
+    "RateLimit",
     "Registrable",
     "Result",
     "ResumeAction",

@@ -414,7 +414,7 @@ async def _status_rows(
             row = rows[key.job, key.kind] = _JobRow(key.job, key.kind)
         row.add(record, now)
         if key.kind is JobKind.WORKER_POOL:
-            counts = await storage.pool_counts(key)
+            counts = await storage.pool_counts(key, now=now)  # delayed events are not due
             row.pool = counts
             row.running += counts.running
             row.retrying += counts.retrying
@@ -442,8 +442,19 @@ def _inspect(args: argparse.Namespace) -> int:
     id: str = args.id
 
     async def run(storage: Storage, clock: Clock) -> int:
-        del clock
-        _print_json(_record_json(await _admin.find_instance(storage, job, id)))
+        record = await _admin.find_instance(storage, job, id)
+        shown = _record_json(record)
+        if record.key.kind is JobKind.WORKER_POOL:
+            # a pool's events are not in its record: delayed ones wait for their not_before
+            counts = await storage.pool_counts(record.key, now=clock.now())
+            shown["events"] = {
+                "queued": counts.queued,
+                "delayed": counts.delayed,
+                "running": counts.running,
+                "retrying": counts.retrying,
+                "abandoned": counts.abandoned,
+            }
+        _print_json(shown)
         return EXIT_OK
 
     return _with_storage(args, run)
@@ -692,6 +703,9 @@ def _record_json(record: InstanceRecord) -> dict[str, object]:
         "state": record.state,
         "meta": record.meta,
         "alarm_at": _time(record.alarm_at),
+        "running": record.lease is not None,
+        # a stopped run (timed out, cancelled) whose sync callback still runs in a thread
+        "abandoned": record.lease is not None and record.lease.abandoned,
         "attempt": record.attempt,
         "retry_started_at": _time(record.retry_started_at),
         "defects": record.defects,

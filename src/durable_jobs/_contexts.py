@@ -489,7 +489,7 @@ class WorkerPoolContext(_BaseContext[R], Generic[I, R]):
         R: the type of `deps`.
     """
 
-    __slots__ = ("_event", "_event_id", "_partition_key", "_priority")
+    __slots__ = ("_cancelled", "_event", "_event_id", "_partition_key", "_priority")
 
     def __init__(
         self,
@@ -499,12 +499,25 @@ class WorkerPoolContext(_BaseContext[R], Generic[I, R]):
         event_id: str,
         partition_key: str | None,
         priority: int,
+        cancelled: Callable[[], bool] | None = None,
     ) -> None:
         super().__init__(info, deps)
         self._event = event
         self._event_id = event_id
         self._partition_key = partition_key
         self._priority = priority
+        self._cancelled = cancelled
+
+    @property
+    def cancelled(self) -> bool:
+        """
+        True once a client cancelled this event while it runs (`cancel(event_id)`).
+
+        An async `execute` is cancelled then anyway; a sync one cannot be stopped, so it
+        should look at this between steps and return early: whatever it returns, the event
+        is recorded as cancelled and never retried.
+        """
+        return self._cancelled is not None and self._cancelled()
 
     @property
     def event(self) -> I:

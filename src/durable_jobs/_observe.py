@@ -32,6 +32,7 @@ EventType: TypeAlias = Literal[
     "job.terminated",
     "job.dead_lettered",
     "job.lease_lost",
+    "job.cancelled",
     "debounce.started",
     "debounce.flushed",
     "task.scheduled",

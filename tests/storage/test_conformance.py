@@ -25,6 +25,7 @@ from durable_jobs._storage._interface import (
     JobKind,
     LeaseLostError,
     PoolCounts,
+    PoolRate,
     QueueItem,
     Storage,
 )
@@ -1564,3 +1565,200 @@ async def test_dead_letter_meta_and_event_round_trip(storage: Storage) -> None:
     async with storage.instance(k) as tx:
         tx.add_dead_letter(full)
     assert list(await storage.dead_letters()) == [full]
+
+
+# -- scheduling: cancelling a running event, abandoned leases, delays, rate limits ---------
+
+
+async def pool_meta(storage: Storage, field: str, pool: InstanceKey = POOL) -> JsonValue:
+    rec = await storage.read(pool)
+    assert rec is not None
+    assert isinstance(rec.meta, dict)
+    return rec.meta.get(field)
+
+
+async def test_cancelling_a_running_event_asks_it_to_stop(storage: Storage) -> None:
+    await push(storage, event("a"), event("b"))
+    a, b = await claim_items(storage)
+    assert await storage.cancel_item(POOL, "a") == "running"
+    held = await storage.read_item(POOL, "a")
+    assert held is not None
+    assert held.cancel_requested
+    assert held.lease == a.item.lease  # it keeps running, and holding its slot
+    assert await storage.cancel_requests([a.token, b.token, "unknown"]) == {a.token}
+    assert await claim_items(storage) == []
+    await finish(storage, a, cancelled=True)
+    assert await storage.read_item(POOL, "a") is None
+    assert await pool_meta(storage, "cancelled") == 1
+    assert await pool_meta(storage, "processed") == 0
+
+
+async def test_an_event_asked_to_stop_is_never_kept_for_a_retry(storage: Storage) -> None:
+    await push(storage, event("a", partition_key="k"), event("b", partition_key="k"))
+    (a,) = await claim_items(storage)
+    assert await storage.cancel_item(POOL, "a") == "running"
+    await finish(storage, a, retry=retry_at(at(60)))  # the run never knew
+    assert await storage.read_item(POOL, "a") is None
+    assert await pool_meta(storage, "cancelled") == 1
+    assert ids(await claim_items(storage)) == ["b"]  # its key goes on
+
+
+async def test_cancelling_a_waiting_event_counts_it_cancelled(storage: Storage) -> None:
+    await push(storage, event("a"), event("b"))
+    assert await storage.cancel_item(POOL, "a") == "cancelled"
+    assert await storage.cancel_item(POOL, "b") == "cancelled"
+    assert await pool_meta(storage, "cancelled") == 2
+
+
+async def test_an_event_asked_to_stop_whose_worker_is_gone_is_removed(storage: Storage) -> None:
+    await push(storage, event("a", partition_key="k"), event("b", partition_key="k"))
+    (a,) = await claim_items(storage)
+    assert await storage.cancel_item(POOL, "a") == "running"
+    await storage.release([a.token])  # its worker stopped: the lease is gone
+    assert await storage.cancel_requests([a.token]) == frozenset()
+    assert await storage.next_alarm_at({POOL: 1}) == T0  # a claim must look at it
+    assert ids(await claim_items(storage)) == ["b"]
+    assert await storage.read_item(POOL, "a") is None
+    assert await pool_meta(storage, "cancelled") == 1
+
+
+async def test_a_stopped_run_s_lease_can_be_marked_abandoned(storage: Storage) -> None:
+    await put(storage, record(alarm=at(1)))
+    claim = await claim_one(storage)
+    await push(storage, event("a"), event("b"))
+    a, b = await claim_items(storage)
+    assert claim.record.lease is not None
+    assert not claim.record.lease.abandoned
+    await storage.abandon([claim.token, a.token, "unknown"])
+    rec = await storage.read(key())
+    assert rec is not None
+    assert rec.lease is not None
+    assert rec.lease.abandoned
+    held = await storage.read_item(POOL, "a")
+    assert held is not None
+    assert held.lease is not None
+    assert held.lease.abandoned
+    assert (await storage.pool_counts(POOL)).abandoned == 1
+    # renewing keeps the mark; the lease goes on until its run ends
+    assert await storage.renew([claim.token, a.token, b.token], LEASE) == {
+        claim.token,
+        a.token,
+        b.token,
+    }
+    renewed = await storage.read(key())
+    assert renewed is not None
+    assert renewed.lease is not None
+    assert renewed.lease.abandoned
+    async with storage.instance(key()) as tx:
+        assert tx.fence(claim.token)
+    await storage.release([a.token])
+    again = await claim_one(storage)
+    assert again.record.lease is not None
+    assert not again.record.lease.abandoned
+    (a_again,) = await claim_items(storage)
+    assert a_again.item.lease is not None
+    assert not a_again.item.lease.abandoned
+
+
+async def test_an_expired_lease_is_not_marked_abandoned(storage: Storage) -> None:
+    await push(storage, event("a"))
+    (a,) = await claim_items(storage, lease=timedelta(0))
+    await storage.abandon([a.token])
+    (again,) = await claim_items(storage)
+    assert again.item.lease is not None
+    assert not again.item.lease.abandoned
+
+
+async def test_pool_counts_tell_delayed_events_apart(storage: Storage) -> None:
+    later = attrs.evolve(event("later"), available_at=at(60))
+    await push(storage, event("now"), later)
+    assert await storage.pool_counts(POOL, now=T0) == PoolCounts(
+        queued=1, running=0, retrying=0, delayed=1
+    )
+    assert await storage.pool_counts(POOL) == PoolCounts(queued=2, running=0, retrying=0)
+    assert ids(await claim_items(storage)) == ["now"]
+    assert await storage.next_alarm_at({POOL: 5}) == at(60)
+    assert ids(await claim_items(storage, now=at(60))) == ["later"]
+
+
+async def test_a_rate_limit_bounds_starts_per_period(storage: Storage) -> None:
+    rates = {POOL: PoolRate(limit=2, period=timedelta(seconds=10))}
+    await push(storage, *(event(name) for name in "abcde"))
+
+    async def claim(now: datetime) -> list[str]:
+        claims = await storage.claim_items({POOL: 10}, now, limit=10, lease=LEASE, rates=rates)
+        for claimed in claims:
+            await finish(storage, claimed)
+        return ids(claims)
+
+    assert await claim(T0) == ["a", "b"]
+    assert await storage.next_alarm_at({POOL: 10}, rates) == at(10)
+    assert await storage.next_alarm_at({POOL: 10}) == T0  # without the limit: due now
+    assert await claim(at(9)) == []
+    assert await claim(at(10)) == ["c", "d"]  # the starts at T0 are a period old
+    assert await claim(at(15)) == []
+    assert await storage.next_alarm_at({POOL: 10}, rates) == at(20)
+    assert await claim(at(20)) == ["e"]
+    assert await storage.next_alarm_at({POOL: 10}, rates) is None
+
+
+async def test_every_start_counts_a_retry_too(storage: Storage) -> None:
+    rates = {POOL: PoolRate(limit=2, period=timedelta(seconds=10))}
+    await push(storage, event("a"), event("b"))
+    first = await storage.claim_items({POOL: 1}, T0, limit=10, lease=LEASE, rates=rates)
+    await finish(storage, first[0], retry=retry_at(at(1)))
+    again = await storage.claim_items({POOL: 1}, at(1), limit=10, lease=LEASE, rates=rates)
+    assert ids(again) == ["a"]
+    await finish(storage, again[0])
+    assert await storage.claim_items({POOL: 1}, at(2), limit=10, lease=LEASE, rates=rates) == []
+    assert await storage.next_alarm_at({POOL: 1}, rates) == at(10)
+
+
+async def test_a_rate_limit_per_key_gives_each_key_its_budget(storage: Storage) -> None:
+    rates = {POOL: PoolRate(limit=1, period=timedelta(seconds=10), per_key=True)}
+    await push(
+        storage,
+        event("a1", partition_key="A"),
+        event("a2", partition_key="A"),
+        event("b1", partition_key="B"),
+        event("n1"),
+        event("n2", priority=5),
+    )
+
+    async def claim(now: datetime) -> list[str]:
+        claims = await storage.claim_items({POOL: 10}, now, limit=10, lease=LEASE, rates=rates)
+        for claimed in claims:
+            await finish(storage, claimed)
+        return ids(claims)
+
+    # one start per key, and one for the events without a key (they share a budget)
+    assert await claim(T0) == ["n2", "a1", "b1"]
+    assert await claim(at(5)) == []
+    assert await storage.next_alarm_at({POOL: 10}, rates) == at(10)
+    assert await claim(at(10)) == ["a2", "n1"]
+
+
+async def test_a_rate_limit_is_per_pool(storage: Storage) -> None:
+    other = InstanceKey(JobKind.WORKER_POOL, "exports", "pool")
+    rate = PoolRate(limit=1, period=timedelta(seconds=10))
+    await push(storage, event("a"), event("b"))
+    await push(storage, event("x"), event("y"), pool=other)
+    claims = await storage.claim_items(
+        {POOL: 5, other: 5}, T0, limit=10, lease=LEASE, rates={POOL: rate, other: rate}
+    )
+    assert sorted(ids(claims)) == ["a", "x"]
+    unlimited = await storage.claim_items({other: 5}, at(1), limit=10, lease=LEASE)
+    assert ids(unlimited) == ["y"]
+
+
+async def test_a_rate_limit_counts_starts_a_later_now_recorded(storage: Storage) -> None:
+    # two processes take `now` before their claims: the one with the earlier time may
+    # claim second, and must still see the other's start
+    rates = {POOL: PoolRate(limit=1, period=timedelta(seconds=10))}
+    await push(storage, event("a"), event("b"))
+    first = await storage.claim_items({POOL: 5}, at(10), limit=5, lease=LEASE, rates=rates)
+    assert ids(first) == ["a"]
+    late = await storage.claim_items({POOL: 5}, at(9), limit=5, lease=LEASE, rates=rates)
+    assert late == []
+    again = await storage.claim_items({POOL: 5}, at(20), limit=5, lease=LEASE, rates=rates)
+    assert ids(again) == ["b"]

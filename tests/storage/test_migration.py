@@ -50,6 +50,7 @@ from durable_jobs import (
 )
 from durable_jobs._serde import decode
 from durable_jobs._storage._interface import InstanceKey, JobKind, Storage
+from durable_jobs._storage._sqlite import SCHEMA_VERSION
 from durable_jobs.postgres import PostgresStorage
 from durable_jobs.testing import TestClock
 from pg_server import postgres_dsn
@@ -58,7 +59,7 @@ from pg_server import postgres_dsn
 FIXTURES = Path(__file__).resolve().parents[1] / "data" / "schema_v1"
 MANIFEST: dict[str, Any] = json.loads((FIXTURES / "manifest.json").read_text(encoding="utf-8"))
 STOPPED_AT = datetime.fromisoformat(MANIFEST["clock"]["end"])
-LATEST = 2
+LATEST = SCHEMA_VERSION
 
 
 def when(text: str | None) -> datetime | None:

@@ -31,6 +31,7 @@ from durable_jobs._storage._interface import (
     PoolCounts,
     QueueItem,
 )
+from durable_jobs._storage._postgres import SCHEMA_VERSION
 from durable_jobs.postgres import PostgresStorage
 from pg_server import postgres_dsn
 
@@ -98,9 +99,9 @@ async def test_an_empty_schema_is_created_at_the_latest_version() -> None:
     schema = fresh_schema()
     async with storages(1, schema) as (storage,):
         await storage.open()
-        assert await storage.migrate() == (2, 2)
+        assert await storage.migrate() == (SCHEMA_VERSION, SCHEMA_VERSION)
     rows = await admin(f"SELECT version FROM {schema}.durable_jobs_schema ORDER BY version")
-    assert [version for (version,) in rows] == [1, 2]
+    assert [version for (version,) in rows] == list(range(1, SCHEMA_VERSION + 1))
 
 
 async def test_a_newer_schema_version_is_refused() -> None:
@@ -120,10 +121,11 @@ async def test_every_claim_checks_the_schema_version() -> None:
     async with storages(1, schema) as (storage,):
         assert await storage.claim_due(T0, limit=1, lease=LONG) == []
         # another release migrated the schema while this worker ran
-        await admin(f"INSERT INTO {schema}.durable_jobs_schema (version) VALUES (3)")
-        with pytest.raises(SchemaMismatchError, match="has version 3"):
+        newer = SCHEMA_VERSION + 1
+        await admin(f"INSERT INTO {schema}.durable_jobs_schema (version) VALUES ({newer})")
+        with pytest.raises(SchemaMismatchError, match=f"has version {newer}"):
             await storage.claim_due(T0, limit=1, lease=LONG)
-        with pytest.raises(SchemaMismatchError, match="has version 3"):
+        with pytest.raises(SchemaMismatchError, match=f"has version {newer}"):
             await storage.claim_items({POOL: 1}, T0, limit=1, lease=LONG)
 
 
@@ -144,7 +146,7 @@ async def test_an_older_schema_is_refused_until_migrated() -> None:
             await storage.read(KEY)
         assert f"--schema {schema}" in str(refused.value)
         assert "has version 1" in str(refused.value)
-        assert await storage.migrate() == (1, 2)
+        assert await storage.migrate() == (1, SCHEMA_VERSION)
         assert await storage.list_instances()  # it opens now
 
 

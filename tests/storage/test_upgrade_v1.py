@@ -360,6 +360,7 @@ def test_a_batch_whose_flush_never_ran_is_the_open_batch() -> None:
                 "event_count": 2,
                 "started_at": iso(0),
                 "flush_requested_at": None,
+                "last_event_at": None,
             },
             "queued": [],
             "flushing": None,

@@ -1,12 +1,14 @@
 """`Continuous`: recurring work on a schedule."""
 
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Generic, Never
 
 import attrs
 from typing_extensions import TypeVar
 
 from .._contexts import ContinuousContext, ErrorContext
+from .._duration import DurationInput
 from .._result import Result
 from .._retry import Retry
 from .._runtime._continuous import ContinuousHandler
@@ -52,6 +54,13 @@ class Continuous(JobDefinition[R], Generic[I, S, E, R]):
     start_immediately: bool
     retry: Retry[E] | None
     on_error: Callable[[E, ErrorContext[S, R]], None | Awaitable[None]] | None
+    timeout: timedelta | None
+    """
+    How long one `execute` may run (None: no limit). Past it an async `execute` is
+    cancelled; a sync one cannot be, so its result is discarded and the run holds its work
+    until the thread returns. A timeout is a defect, never an `E`: retried by the defect
+    policy, then dead-lettered (see docs/retries-and-errors.md).
+    """
 
     # `__new__` rather than `__init__`: its own type parameters bind `I` and `S` to the one
     # `state` class without overloads (overloads make mypy check lambdas without context).
@@ -67,6 +76,7 @@ class Continuous(JobDefinition[R], Generic[I, S, E, R]):
         start_immediately: bool = True,
         retry: Retry[_E] | None = None,
         on_error: Callable[[_E, ErrorContext[_T, _R]], None | Awaitable[None]] | None = None,
+        timeout: DurationInput | None = None,
     ) -> "Continuous[_T, _T, _E, _R]":
         """Define a continuous job (see the class docstring)."""
         validate_name(name)
@@ -86,6 +96,7 @@ class Continuous(JobDefinition[R], Generic[I, S, E, R]):
             start_immediately=start_immediately,
             retry=retry,
             on_error=on_error,
+            timeout=check.timeout(timeout),
         )
         return made
 

@@ -41,7 +41,9 @@ class Debounce(JobDefinition[R], Generic[I, S, E, R]):
     A debounced job: events per id are folded into a batch that `execute` flushes once.
 
     The first event of a batch makes it due at `now + flush_after`; later events do not move
-    that time; reaching `max_events` seals the batch and makes it due at once. A worker
+    that time (a fixed window), unless `quiet=True`: then every event moves it to its own
+    time plus `flush_after`, at the latest `max_wait` after the first event (a quiet
+    period). Reaching `max_events` seals the batch and makes it due at once. A worker
     flushes due batches, one at a time per id (`add` never runs `execute`). Without
     `on_event` the batch is the latest event (`S` is `I`).
 
@@ -58,6 +60,14 @@ class Debounce(JobDefinition[R], Generic[I, S, E, R]):
     state: type[S] | None = attrs.field(default=None, validator=check.is_optional_class)
     flush_after: timedelta = attrs.field(converter=check.flush_after)
     max_events: int | None = attrs.field(default=None, validator=_max_events)
+    quiet: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    """
+    False (the default): a fixed window, due `flush_after` after the batch's first event.
+    True: a quiet period, due once no event came for `flush_after`: each event moves the
+    flush to its own time plus `flush_after`, capped by `max_wait` after the first event.
+    """
+    max_wait: timedelta | None = attrs.field(default=None, converter=check.optional_duration)
+    """With `quiet=True` (required then): the longest a batch waits from its first event."""
     on_event: Callable[[DebounceEventContext[I, S, R]], S] | None = attrs.field(
         default=None, validator=check.is_optional_callable
     )
@@ -66,11 +76,29 @@ class Debounce(JobDefinition[R], Generic[I, S, E, R]):
     on_error: Callable[[E, ErrorContext[S, R]], None | Awaitable[None]] | None = attrs.field(
         default=None, validator=check.is_optional_callable
     )
+    timeout: timedelta | None = attrs.field(default=None, converter=check.timeout)
+    """
+    How long one `execute` may run (None: no limit). Past it an async `execute` is
+    cancelled; a sync one cannot be, so its result is discarded and the run holds its work
+    until the thread returns. A timeout is a defect, never an `E`: retried by the defect
+    policy, then dead-lettered (see docs/retries-and-errors.md).
+    """
     _state_class: type[S] = attrs.field(init=False)
     _fold: Callable[[DebounceEventContext[I, S, R]], S] = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         check.require_callable("execute", self.execute)
+        if self.quiet and self.max_wait is None:
+            msg = "max_wait: a quiet-period debounce (quiet=True) needs max_wait, its cap"
+            raise InvalidDefinitionError(msg)
+        if not self.quiet and self.max_wait is not None:
+            msg = "max_wait: only a quiet-period debounce (quiet=True) takes max_wait"
+            raise InvalidDefinitionError(msg)
+        if self.max_wait is not None and self.max_wait < self.flush_after:
+            msg = (
+                f"max_wait: must be at least flush_after ({self.flush_after}), got {self.max_wait}"
+            )
+            raise InvalidDefinitionError(msg)
         if self.on_event is None and self.state is not None and self.state is not self.event:
             msg = (
                 "state: without on_event the batch is the latest event, so state must be "

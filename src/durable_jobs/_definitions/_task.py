@@ -1,6 +1,7 @@
 """`Task`: a user-driven state machine with one alarm."""
 
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Generic, Never
 
 import attrs
@@ -55,6 +56,13 @@ class Task(JobDefinition[R], Generic[I, S, E, R]):
     on_error: Callable[[E, ErrorContext[S | None, R]], None | Awaitable[None]] | None = attrs.field(
         default=None, validator=check.is_optional_callable
     )
+    timeout: timedelta | None = attrs.field(default=None, converter=check.timeout)
+    """
+    How long one `execute` may run (None: no limit). Past it an async `execute` is
+    cancelled; a sync one cannot be, so its result is discarded and the run holds its work
+    until the thread returns. A timeout is a defect, never an `E`: retried by the defect
+    policy, then dead-lettered (see docs/retries-and-errors.md).
+    """
 
     @property
     def kind(self) -> JobKind:

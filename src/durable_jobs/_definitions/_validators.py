@@ -67,6 +67,22 @@ def flush_after(value: DurationInput) -> timedelta:
     return delta
 
 
+def optional_duration(value: DurationInput | None) -> timedelta | None:
+    """Converter of an optional duration field (`Debounce.max_wait`)."""
+    return None if value is None else to_timedelta(value, field="max_wait")
+
+
+def timeout(value: DurationInput | None) -> timedelta | None:
+    """Converter of every definition's `timeout`: None, or a positive duration."""
+    if value is None:
+        return None
+    delta = to_timedelta(value, field="timeout")
+    if delta <= timedelta(0):
+        msg = f"timeout: must be longer than zero, got {value!r}"
+        raise InvalidDefinitionError(msg)
+    return delta
+
+
 def require_class(field: str, value: object) -> None:
     """Runtime guard for untyped callers: `value` must be a type form (`_type_forms`)."""
     if not is_type_form(value):

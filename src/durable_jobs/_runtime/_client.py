@@ -22,6 +22,7 @@ from .._serde import Extra, from_json
 from .._storage._interface import Storage
 from .._storage._sqlite import default_storage
 from .._types import JsonValue
+from ._common import NotBefore
 from ._continuous import ContinuousHandler
 from ._debounce import DebounceHandler
 from ._invoke import Invoker
@@ -65,7 +66,9 @@ _POLL_MAX = 0.5
 
 
 class _ContinuousOps(Protocol[SI]):
-    async def start(self, id: str, input: SI) -> StartResult: ...
+    async def start(
+        self, id: str, input: SI, not_before: NotBefore | None = None
+    ) -> StartResult: ...
     async def trigger(self, id: str) -> TriggerResult: ...
     async def status(self, id: str) -> ContinuousStatus: ...
     async def get_state(self, id: str) -> SI | None: ...
@@ -96,9 +99,15 @@ class _PoolOps(Protocol[IC]):
         partition_key: str | None = None,
         priority: int = 0,
         event_id: str | None = None,
+        not_before: NotBefore | None = None,
     ) -> EnqueueResult: ...
     async def enqueue_many(
-        self, events: Sequence[IC], *, partition_key: str | None, priority: int
+        self,
+        events: Sequence[IC],
+        *,
+        partition_key: str | None,
+        priority: int,
+        not_before: NotBefore | None = None,
     ) -> tuple[EnqueueResult, ...]: ...
     async def cancel(self, event_id: str) -> CancelResult: ...
     async def pause(self) -> None: ...
@@ -231,13 +240,16 @@ class ContinuousClient(Generic[S]):
     def __init__(self, ops: _ContinuousOps[S]) -> None:
         self._ops = ops
 
-    async def start(self, id: str, input: S) -> StartResult:
+    async def start(self, id: str, input: S, not_before: NotBefore | None = None) -> StartResult:
         """
         Create instance `id` with state `input` (an existing id is left unchanged).
 
-        With `start_immediately` its first run is due now: a worker runs it.
+        With `start_immediately` its first run is due now: a worker runs it. With
+        `not_before` (a delay such as `"1 hour"`, or a timezone-aware `datetime`) nothing
+        runs before then: the first run is due at that time (`start_immediately`), or at
+        the schedule's first time after it; `status().next_run_at` shows it.
         """
-        return await self._ops.start(id, input)
+        return await self._ops.start(id, input, not_before)
 
     async def trigger(self, id: str) -> TriggerResult:
         """
@@ -426,15 +438,23 @@ class WorkerPoolClient(Generic[I]):
         partition_key: str | None = None,
         priority: int = 0,
         event_id: str | None = None,
+        not_before: NotBefore | None = None,
     ) -> EnqueueResult:
         """
         Queue `event`: it starts when a slot of the pool is free (higher `priority` first).
 
         Events with one `partition_key` run one at a time, in order. A repeated `event_id`
-        is acknowledged (`duplicate=True`) and not queued again.
+        is acknowledged (`duplicate=True`) and not queued again. `not_before` (a delay such
+        as `"10 minutes"`, or a timezone-aware `datetime`) delays its first attempt until
+        then; it is stored with the event, and `status().delayed` counts it meanwhile. A
+        delayed event with a `partition_key` holds its key: later events of that key wait.
         """
         return await self._ops.enqueue(
-            event, partition_key=partition_key, priority=priority, event_id=event_id
+            event,
+            partition_key=partition_key,
+            priority=priority,
+            event_id=event_id,
+            not_before=not_before,
         )
 
     async def enqueue_many(
@@ -442,9 +462,12 @@ class WorkerPoolClient(Generic[I]):
         events: Sequence[I],
         partition_key: str | None = None,
         priority: int = 0,
+        not_before: NotBefore | None = None,
     ) -> tuple[EnqueueResult, ...]:
         """Queue several events, in order, in one transaction (all or none)."""
-        return await self._ops.enqueue_many(events, partition_key=partition_key, priority=priority)
+        return await self._ops.enqueue_many(
+            events, partition_key=partition_key, priority=priority, not_before=not_before
+        )
 
     async def enqueue_json(
         self,
@@ -452,6 +475,7 @@ class WorkerPoolClient(Generic[I]):
         partition_key: str | None = None,
         priority: int = 0,
         event_id: str | None = None,
+        not_before: NotBefore | None = None,
         *,
         extra: Extra = "forbid",
     ) -> EnqueueResult:
@@ -466,6 +490,7 @@ class WorkerPoolClient(Generic[I]):
             partition_key=partition_key,
             priority=priority,
             event_id=event_id,
+            not_before=not_before,
         )
 
     async def cancel(self, event_id: str) -> CancelResult:

@@ -1,9 +1,11 @@
 """Small pieces every handler uses."""
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import TypeAlias
 
 from .._contexts import ExecutionInfo
+from .._duration import DurationInput, to_timedelta
 from .._errors import UndecodableDataError, ValidationError
 from .._observe import JobEvent
 from .._serde import check_id, preview
@@ -70,6 +72,33 @@ def fenced(tx: InstanceTransaction, token: str, *, release: bool = True) -> Inst
         msg = f"{tx.key} has a lease but no record"
         raise LeaseLostError(msg)
     return record
+
+
+NotBefore: TypeAlias = DurationInput | datetime
+"""When delayed work may start: a delay from now, or a timezone-aware time."""
+
+
+def not_before_time(value: NotBefore | None, now: datetime) -> datetime | None:
+    """
+    The time delayed work may start (None: at once); a time not after `now` is None too.
+
+    Raises `ValidationError` for a naive datetime or a value that is no duration.
+    """
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValidationError("not_before", f"expected a timezone-aware time, got {value!r}")
+        at = value
+    else:
+        try:
+            delay = to_timedelta(value, field="not_before")
+        except ValueError as error:
+            raise ValidationError("not_before", str(error)) from error
+        if delay <= timedelta(0):
+            return None
+        at = now + delay
+    return at if at > now else None
 
 
 def emit_all(services: Services, events: Iterable[JobEvent]) -> None:

@@ -19,12 +19,14 @@ from .._serde import encode, read_stored, to_json
 from .._storage._interface import Claim, InstanceKey, InstanceRecord, InstanceStatus, JobKind
 from .._types import JsonValue
 from ._common import (
+    NotBefore,
     emit_all,
     execution_info,
     fenced,
     instance_name,
     key_of,
     new_record,
+    not_before_time,
     require_instance,
     unreadable_record,
 )
@@ -100,8 +102,11 @@ class ContinuousHandler(Generic[I, S, E, R]):
         """The instance key of `id`."""
         return key_of(JobKind.CONTINUOUS, self._job.name, id)
 
-    async def start(self, id: str, input: S) -> StartResult:
-        """Create `id` with `input` as its state; due at once if `start_immediately`."""
+    async def start(self, id: str, input: S, not_before: NotBefore | None = None) -> StartResult:
+        """
+        Create `id` with `input` as its state; due at once if `start_immediately`, and in
+        any case not before `not_before`.
+        """
         job = self._job
         require_instance("input", input, job.state)
         key = self.key(id)
@@ -112,7 +117,8 @@ class ContinuousHandler(Generic[I, S, E, R]):
             existing = tx.record
             if existing is not None:
                 return StartResult(created=False, next_run_at=continuous_meta(existing).next_run_at)
-            first = now if job.start_immediately else job.schedule.next_after(now)
+            earliest = not_before_time(not_before, now) or now
+            first = earliest if job.start_immediately else job.schedule.next_after(earliest)
             meta = ContinuousMeta(next_run_at=first)
             tx.save(
                 attrs.evolve(new_record(key, now), state=state, meta=encode(meta), alarm_at=first)
@@ -197,6 +203,7 @@ class ContinuousHandler(Generic[I, S, E, R]):
             next_run_at=record.alarm_at,
             attempt=record.attempt,
             last_error=record.last_error,
+            abandoned=record.lease is not None and record.lease.abandoned,
         )
 
     async def get_state(self, id: str) -> S | None:
@@ -244,6 +251,7 @@ class ContinuousHandler(Generic[I, S, E, R]):
                 state=cell,
                 letter_state=record.state,
                 letter_meta=record.meta,
+                timeout=self._job.timeout,
                 encode_state=self._state_json,
             ),
             run,

@@ -74,6 +74,8 @@ class OpenBatch:
     started_at: datetime
     flush_requested_at: datetime | None = None
     """When `flush()` made it due (now, instead of at the end of its window)."""
+    last_event_at: datetime | None = None
+    """When its latest event arrived (a quiet-period window ends `flush_after` later)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -140,11 +142,20 @@ def queue_sealed(tx: InstanceTransaction, meta: DebounceMeta, batch: SealedBatch
     return attrs.evolve(meta, queued=(*meta.queued, queued))
 
 
-def open_due_at(batch: OpenBatch, flush_after: timedelta) -> datetime:
-    """When the open batch may flush: when flushed by hand, else at its window's end."""
+def open_due_at(
+    batch: OpenBatch, flush_after: timedelta, max_wait: timedelta | None = None
+) -> datetime:
+    """
+    When the open batch may flush: when flushed by hand, else at its window's end: its
+    first event plus `flush_after` (a fixed window), or with `max_wait` (a quiet period)
+    its latest event plus `flush_after`, at the latest its first event plus `max_wait`.
+    """
     if batch.flush_requested_at is not None:
         return batch.flush_requested_at
-    return batch.started_at + flush_after
+    if max_wait is None:
+        return batch.started_at + flush_after
+    last = batch.last_event_at or batch.started_at
+    return min(last + flush_after, batch.started_at + max_wait)
 
 
 class DebounceHandler(Generic[I, S, E, R]):
@@ -165,6 +176,11 @@ class DebounceHandler(Generic[I, S, E, R]):
         """The instance key of `id`."""
         return key_of(JobKind.DEBOUNCE, self._job.name, id)
 
+    def _due(self, batch: OpenBatch) -> datetime:
+        """When the open batch is due, in the job's window mode (see `open_due_at`)."""
+        job = self._job
+        return open_due_at(batch, job.flush_after, job.max_wait if job.quiet else None)
+
     def _alarm(self, record: InstanceRecord, meta: DebounceMeta, now: datetime) -> datetime | None:
         """When the next flush of the chain is due (the flushing batch's own alarm stands)."""
         if meta.flushing is not None:
@@ -172,7 +188,7 @@ class DebounceHandler(Generic[I, S, E, R]):
         if meta.queued:
             return now
         if meta.open is not None:
-            return open_due_at(meta.open, self._job.flush_after)
+            return self._due(meta.open)
         return None
 
     async def add(self, id: str, event: I, event_id: str | None = None) -> AddResult:
@@ -234,10 +250,10 @@ class DebounceHandler(Generic[I, S, E, R]):
                 state_json: JsonValue = None
                 due = now
             else:
-                batch = attrs.evolve(batch, event_count=count)
+                batch = attrs.evolve(batch, event_count=count, last_event_at=now)
                 meta = attrs.evolve(meta, open=batch)
                 state_json = folded_json
-                due = open_due_at(batch, job.flush_after)
+                due = self._due(batch)
             alarm = self._alarm(record, meta, now)
             tx.save(
                 attrs.evolve(
@@ -359,7 +375,7 @@ class DebounceHandler(Generic[I, S, E, R]):
                     stage="open",
                     event_count=batch.event_count,
                     started_at=batch.started_at,
-                    due_at=open_due_at(batch, self._job.flush_after),
+                    due_at=self._due(batch),
                     reason=None if batch.flush_requested_at is None else "manual",
                 )
             )
@@ -369,6 +385,7 @@ class DebounceHandler(Generic[I, S, E, R]):
             next_flush_at=None if record.lease is not None else record.alarm_at,
             attempt=record.attempt,
             last_error=record.last_error,
+            abandoned=record.lease is not None and record.lease.abandoned,
         )
 
     async def get_state(self, id: str) -> S | None:
@@ -424,7 +441,7 @@ class DebounceHandler(Generic[I, S, E, R]):
             tx.save(attrs.evolve(record, meta=encode(meta), updated_at=now))
             return sealed
         batch = meta.open
-        if batch is None or open_due_at(batch, self._job.flush_after) > now:
+        if batch is None or self._due(batch) > now:
             tx.save(attrs.evolve(record, alarm_at=self._alarm(record, meta, now)))
             return None
         sealed = SealedBatch(
@@ -474,6 +491,7 @@ class DebounceHandler(Generic[I, S, E, R]):
                 attempts=Attempts.of(record),
                 letter_state=batch.state,
                 letter_meta=encode(batch),
+                timeout=self._job.timeout,
             ),
             run,
         )

@@ -195,6 +195,15 @@ class Engine(Generic[R]):
         return self._storage
 
     @property
+    def abandoned_threads(self) -> int:
+        """
+        Threads of this engine's stopped runs still running: a sync `execute` past its
+        `timeout`, or whose pool event was cancelled. Each run holds its instance (or its
+        pool event and key) until its thread returns, then discards what it returned.
+        """
+        return self._services.invoker.abandoned
+
+    @property
     def job_names(self) -> tuple[str, ...]:
         """The registered job names, sorted."""
         return tuple(sorted(self._jobs))

@@ -13,7 +13,7 @@ import functools
 import inspect
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Generic
+from typing import Generic, Literal, TypeAlias
 
 import attrs
 from typing_extensions import TypeVar
@@ -22,6 +22,9 @@ from .._storage._interface import InstanceKey, LeaseLostError
 
 
 T = TypeVar("T")
+
+StopReason: TypeAlias = Literal["timeout", "cancelled"]
+"""Why a run's `execute` was stopped before it returned."""
 
 
 def is_async(fn: object) -> bool:
@@ -56,11 +59,34 @@ def bind(fn: object, thunk: Callable[[], T | Awaitable[T]]) -> Call[T]:
 class RunHandle:
     """One run's lease, as the worker and the lease keeper see it."""
 
-    __slots__ = ("abandoned", "expires", "finishing", "key", "lost", "task", "threads", "token")
+    __slots__ = (
+        "abandoned",
+        "cancellable",
+        "expires",
+        "finishing",
+        "guarded",
+        "key",
+        "lost",
+        "pending",
+        "stopped",
+        "task",
+        "threads",
+        "token",
+    )
 
-    def __init__(self, key: InstanceKey, token: str, expires: float) -> None:
+    def __init__(
+        self, key: InstanceKey, token: str, expires: float, *, cancellable: bool = False
+    ) -> None:
         self.key: InstanceKey = key
         self.token: str = token
+        self.cancellable: bool = cancellable
+        """A pool event's run: a client's `cancel` can ask it to stop."""
+        self.stopped: StopReason | None = None
+        """Why `execute` was asked to stop (its timeout passed, or a client cancelled it)."""
+        self.guarded: bool = False
+        """`execute` runs right now: a stop cancels the run's task (see `stop_with`)."""
+        self.pending: set[asyncio.Future[None]] = set()
+        """This run's callbacks still running in a thread (a stopped run waits for them)."""
         self.expires: float = expires
         """Local monotonic time by which the lease must be renewed."""
         self.lost: bool = False
@@ -90,6 +116,22 @@ class RunHandle:
             )
             raise LeaseLostError(msg)
 
+    def is_cancelled(self) -> bool:
+        """Whether a client cancelled this run's event (`WorkerPoolContext.cancelled`)."""
+        return self.stopped == "cancelled"
+
+    def stop_with(self, reason: StopReason) -> None:
+        """
+        Ask `execute` to stop: while it runs, the run's task is cancelled inside it (an
+        async `execute` unwinds; a sync one goes on in its thread, which the run then waits
+        for). The first reason stands; a run writing its outcome is not stopped.
+        """
+        if self.stopped is not None or self.lost or self.finishing:
+            return
+        self.stopped = reason
+        if self.guarded and self.task is not None and not self.task.done():
+            self.task.cancel()
+
     def lose(self) -> None:
         """Mark the lease lost; cancel the run if what it runs now can be cancelled."""
         if self.lost or self.finishing:
@@ -102,11 +144,16 @@ class RunHandle:
 class Invoker:
     """Runs callbacks: async ones on the loop, sync ones in a thread pool of `threads`."""
 
-    __slots__ = ("_executor", "_threads")
+    __slots__ = ("_executor", "_threads", "abandoned")
 
     def __init__(self, threads: int) -> None:
         self._threads = threads
         self._executor: ThreadPoolExecutor | None = None
+        self.abandoned: int = 0
+        """
+        Threads of stopped runs (timed out, cancelled) still running: the runs wait for
+        them, holding their instance or pool event, and discard what they return.
+        """
 
     @property
     def threads(self) -> int:
@@ -123,6 +170,16 @@ class Invoker:
             return call.thunk()
         return await self._in_thread(call.thunk, run)
 
+    async def outlive(self, run: RunHandle) -> None:
+        """Wait for the threads of a stopped run to return (counted in `abandoned`)."""
+        if not run.pending:
+            return
+        self.abandoned += 1
+        try:
+            await asyncio.wait(set(run.pending))
+        finally:
+            self.abandoned -= 1
+
     async def value(self, fn: Callable[[], T], run: RunHandle | None) -> T:
         """Run a plain callback (a predicate, a delay function) in the thread pool."""
         return await self._in_thread(fn, run)
@@ -137,6 +194,16 @@ class Invoker:
         )
         if run is not None:
             run.threads += 1
+            # a marker of its own: the thread's future is typed by what the callback returns
+            returned: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            run.pending.add(returned)
+
+            def ended(_: object, run: RunHandle = run) -> None:
+                run.pending.discard(returned)
+                if not returned.done():
+                    returned.set_result(None)
+
+            future.add_done_callback(ended)
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:

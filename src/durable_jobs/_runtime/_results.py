@@ -53,6 +53,11 @@ class ContinuousStatus:
     next_run_at: datetime | None = None
     attempt: int = 1
     last_error: str | None = None
+    abandoned: bool = False
+    """
+    Its run was stopped (past its `timeout`) while a sync `execute` still runs in a thread:
+    the instance stays held (`running`) until the thread returns; its result is discarded.
+    """
 
 
 @attrs.frozen(kw_only=True)
@@ -135,6 +140,11 @@ class DebounceStatus:
     attempt: int = 1
     """The attempt the oldest sealed batch is at."""
     last_error: str | None = None
+    abandoned: bool = False
+    """
+    Its run was stopped (past its `timeout`) while a sync `execute` still runs in a thread:
+    the instance stays held (`running`) until the thread returns; its result is discarded.
+    """
 
 
 SendStatus: TypeAlias = Literal["applied", "queued", "terminated", "duplicate"]
@@ -173,6 +183,11 @@ class TaskStatus:
     last_error: str | None = None
     queued_events: int = 0
     """Events sent during a run, waiting to be folded right after it."""
+    abandoned: bool = False
+    """
+    Its run was stopped (past its `timeout`) while a sync `execute` still runs in a thread:
+    the instance stays held (`running`) until the thread returns; its result is discarded.
+    """
 
 
 @attrs.frozen(kw_only=True)
@@ -209,8 +224,17 @@ class PoolStatus:
     """Events that succeeded, in all."""
     paused: bool
     concurrency: int
+    delayed: int = 0
+    """Waiting for their first attempt until a `not_before` time still ahead."""
+    abandoned: int = 0
+    """
+    Of the running ones, those whose run was stopped (timed out, or cancelled) while their
+    sync `execute` still runs in a thread: their slot and key stay held until it returns.
+    """
+    cancelled: int = 0
+    """Events cancelled (waiting ones removed, running ones stopped), in all."""
 
     @property
     def pending(self) -> int:
-        """Every event not finished yet: queued, running and retrying."""
-        return self.queued + self.running + self.retrying
+        """Every event not finished yet: queued, delayed, running and retrying."""
+        return self.queued + self.delayed + self.running + self.retrying

@@ -10,7 +10,9 @@ write (its finish). This is the only module that decides about retries: whether 
 with which delay and jitter, when attempts or time are exhausted, and what a defect does.
 """
 
+import asyncio
 import enum
+import logging
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable
@@ -36,9 +38,11 @@ from .._retry import MAX_DELAY, Backoff, Retry
 from .._serde import encode
 from .._storage._interface import DeadLetter, InstanceKey, InstanceRecord, InstanceStatus
 from .._types import JsonValue
-from ._invoke import Call, RunHandle, bind
+from ._invoke import Call, RunHandle, StopReason, bind
 from ._services import Services
 
+
+logger = logging.getLogger("durable_jobs")
 
 E = TypeVar("E")
 S = TypeVar("S", default=None)
@@ -91,7 +95,12 @@ class Defect:
     parked: bool
 
 
-Outcome: TypeAlias = Succeeded | RetryScheduled | FailedFinally | Terminated | Defect
+@attrs.frozen(kw_only=True)
+class Cancelled:
+    """A client cancelled the running pool event: `execute` was stopped; never retried."""
+
+
+Outcome: TypeAlias = Succeeded | RetryScheduled | FailedFinally | Terminated | Defect | Cancelled
 """What one execution came to."""
 
 
@@ -210,6 +219,11 @@ class Execution(Generic[E, R, X, S]):
     The kind's follow-up to a final failure that `on_error` did not reschedule (a task's
     `on_idle`); it may terminate, and if it raises the instance is parked like `on_error`.
     """
+    timeout: timedelta | None = None
+    """
+    How long `call` may run (engine clock, from `info.now`): past it, an async one is
+    cancelled, a sync one's result is discarded; either way a defect (never an `E`).
+    """
 
 
 async def run_execution(
@@ -223,8 +237,14 @@ async def run_execution(
     """
     steps = _Steps(services, execution, run)
     try:
-        returned = await services.invoker.invoke(execution.call, run)
-        result = returned if isinstance(returned, Ok | Err) else await returned
+        guarded = await _guarded(services, execution, run)
+        if isinstance(guarded, str):
+            if run is not None:
+                run.check()
+            if guarded == "cancelled":
+                return steps.cancelled()
+            return steps.timed_out()
+        result = guarded
         if isinstance(result, Ok) and execution.after_success is not None:
             await execution.after_success()
     except TerminateSignal as signal:
@@ -246,6 +266,66 @@ async def run_execution(
     if isinstance(decision, timedelta):
         return steps.retry(error, decision)
     return await steps.fail_finally(error, decision)
+
+
+async def _guarded(
+    services: Services, execution: Execution[E, R, X, S], run: RunHandle | None
+) -> Result[None, E] | StopReason:
+    """
+    `execute`, unless its timeout passes or its cancel is requested first: then the run's
+    task is cancelled inside it (`RunHandle.stop_with`) and the reason is returned. An async
+    `execute` unwinds; a sync one cannot be stopped, so the run waits for its thread, its
+    lease marked abandoned meanwhile, and discards what it returns.
+    """
+    if run is None:
+        returned = await services.invoker.invoke(execution.call, run)
+        return returned if isinstance(returned, Ok | Err) else await returned
+    if (before := _stop_of(run)) is not None:
+        return before  # cancelled before it started
+    timeout = execution.timeout
+    timer = None
+    if timeout is not None:
+        timer = asyncio.ensure_future(_time_out(services, execution.info.now + timeout, run))
+    try:
+        run.guarded = True
+        try:
+            returned = await services.invoker.invoke(execution.call, run)
+            result = returned if isinstance(returned, Ok | Err) else await returned
+        finally:
+            run.guarded = False
+            if timer is not None:
+                timer.cancel()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if _stop_of(run) is None or run.lost or task is None or task.cancelling() > 1:
+            raise  # not (only) our stop: the worker stops, or the lease was lost
+        task.uncancel()
+    else:
+        if _stop_of(run) is None:
+            return result
+        # it caught the cancellation and returned: stopped all the same
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            task.uncancel()
+    if run.pending:
+        # a sync execute goes on in its thread: hold the work until it returns
+        try:
+            await services.storage.abandon([run.token])
+        except Exception:  # the mark only informs: the run still waits for its thread
+            logger.warning("marking the lease of %s abandoned failed", run.key, exc_info=True)
+        await services.invoker.outlive(run)
+    stopped = _stop_of(run)
+    return "timeout" if stopped is None else stopped
+
+
+def _stop_of(run: RunHandle) -> StopReason | None:
+    """`run.stopped` as it is now (another task sets it while this one waits)."""
+    return run.stopped
+
+
+async def _time_out(services: Services, deadline: datetime, run: RunHandle) -> None:
+    await services.clock.sleep_until(deadline, asyncio.Event())
+    run.stop_with("timeout")
 
 
 async def _decide(
@@ -411,28 +491,55 @@ class _Steps(Generic[E, R, X, S]):
         letters = () if letter is None else (letter,)
         return self._result(Terminated(reason=reason), Attempts(), letters=letters)
 
+    def timed_out(self) -> RunResult:
+        """`execute` ran past its timeout: a defect (retried by the defect policy, then parked)."""
+        timeout = self._execution.timeout
+        seconds = 0.0 if timeout is None else timeout.total_seconds()
+        text = f"TimeoutError: execute ran longer than its timeout ({seconds:g} s)"
+        return self._defect(text, reason="timeout")
+
+    def cancelled(self) -> RunResult:
+        """A client cancelled the running event: dropped, never retried, no dead letter."""
+        self._emit("job.cancelled", reason="cancelled")
+        return self._result(Cancelled(), Attempts())
+
     def defect(self, exc: Exception, *, text: str | None = None) -> RunResult:
+        return self._defect(_describe_exception(exc) if text is None else text)
+
+    def _defect(self, text: str, reason: str | None = None) -> RunResult:
         execution = self._execution
-        text = _describe_exception(exc) if text is None else text
         policy = self._services.defect_policy
         defects = execution.attempts.defects + 1
         kept = attrs.evolve(execution.attempts, defects=defects)
         if defects <= policy.max_retries:
             retry_at = self._services.clock.now() + policy.backoff.delay_for(defects)
-            self._emit("job.failed", error=text, will_retry=True, retry_at=retry_at, defect=True)
+            self._emit(
+                "job.failed",
+                error=text,
+                will_retry=True,
+                retry_at=retry_at,
+                reason=reason,
+                defect=True,
+            )
             return self._result(
                 Defect(error=text, retry_at=retry_at, parked=False),
                 kept,
                 last_error=text,
                 alarm_at=retry_at,
             )
-        self._emit("job.failed", error=text, will_retry=False, defect=True)
-        return self._park(text, kept)
+        self._emit("job.failed", error=text, will_retry=False, reason=reason, defect=True)
+        return self._park(text, kept, letter_reason=reason or "defect")
 
-    def _park(self, text: str, attempts: Attempts, earlier: DeadLetter | None = None) -> RunResult:
+    def _park(
+        self,
+        text: str,
+        attempts: Attempts,
+        earlier: DeadLetter | None = None,
+        letter_reason: str = "defect",
+    ) -> RunResult:
         """Out of options: park the instance (or give up on the work) with a dead letter."""
         execution = self._execution
-        letter = self._letter(text, "defect", execution.info.attempt)
+        letter = self._letter(text, letter_reason, execution.info.attempt)
         letters = (letter,) if earlier is None else (earlier, letter)
         parked = execution.park_on_defect
         outcome = Defect(error=text, retry_at=None, parked=parked)

@@ -9,7 +9,7 @@ from .._clock import Clock
 from .._limits import DataLimits
 from .._observe import EventSink
 from .._retry import Backoff
-from .._storage._interface import Claim, InstanceKey, ItemClaim, JobKind, Storage
+from .._storage._interface import Claim, InstanceKey, ItemClaim, JobKind, PoolRate, Storage
 from ._invoke import Invoker, RunHandle
 
 
@@ -59,3 +59,5 @@ class RegisteredJob:
     run_item: Callable[[ItemClaim, RunHandle], Awaitable[None]] | None = None
     pool: InstanceKey | None = None
     concurrency: int = 0
+    rate: PoolRate | None = None
+    """The pool's rate limit, enforced by the storage in each claim."""

@@ -323,6 +323,7 @@ class TaskHandler(Generic[I, S, E, R]):
             attempt=record.attempt,
             last_error=record.last_error,
             queued_events=meta.queued_events,
+            abandoned=record.lease is not None and record.lease.abandoned,
         )
 
     async def get_state(self, id: str) -> S | None:
@@ -404,6 +405,7 @@ class TaskHandler(Generic[I, S, E, R]):
                 encode_state=self._state_json,
                 after_success=lambda: idle_after("execute", cell),
                 after_final_failure=idle_after_failure,
+                timeout=job.timeout,
             ),
             run,
         )

@@ -23,6 +23,7 @@ from .._storage._interface import (
     InstanceKey,
     ItemClaim,
     LeaseLostError,
+    PoolRate,
 )
 from ._invoke import RunHandle
 from ._services import RegisteredJob, Services
@@ -48,6 +49,8 @@ class LeaseKeeper:
         self._runs: dict[str, RunHandle] = {}
         self._task: asyncio.Task[None] | None = None
         self._poked: asyncio.Event | None = None
+        self._poke_early = False
+        """Poked before the keeper task first ran: it renews at once when it starts."""
 
     @property
     def lease(self) -> timedelta:
@@ -59,6 +62,7 @@ class LeaseKeeper:
         self._runs[run.token] = run
         task = self._task
         if task is None or task.done():
+            self._poked = None  # until the new task runs, a poke is kept by `_poke_early`
             self._task = asyncio.create_task(self._keep(), name="durable-jobs-leases")
 
     def drop(self, run: RunHandle) -> None:
@@ -67,7 +71,9 @@ class LeaseKeeper:
 
     def poke(self) -> None:
         """Renew (and so learn of revoked leases) soon, not only at the next period."""
-        if self._poked is not None:
+        if self._poked is None:
+            self._poke_early = True
+        else:
             self._poked.set()
 
     async def close(self) -> None:
@@ -82,7 +88,11 @@ class LeaseKeeper:
         lease = self._lease.total_seconds()
         period = lease / 3
         margin = min(lease / 6, 5.0)
+        # one per keeper task: an engine may serve on one event loop after another
         poked = self._poked = asyncio.Event()
+        if self._poke_early:
+            self._poke_early = False
+            poked.set()
         last = time.monotonic()
         while self._runs:
             deadline = min(run.expires for run in self._runs.values()) - margin
@@ -122,6 +132,28 @@ class LeaseKeeper:
                     run.expires = started + lease
                 else:
                     run.lose()
+            await self._stop_cancelled(renewed)
+
+    async def _stop_cancelled(self, renewed: frozenset[str]) -> None:
+        """Ask the runs of pool events a client cancelled to stop (see `RunHandle.stop`)."""
+        asking = [
+            token
+            for token in renewed
+            if (run := self._runs.get(token)) is not None
+            and run.cancellable
+            and run.stopped is None
+        ]
+        if not asking:
+            return
+        try:
+            cancelled = await self._services.storage.cancel_requests(asking)
+        except Exception:  # asked again at the next renewal
+            logger.warning("reading cancel requests failed; retrying", exc_info=True)
+            return
+        for token in cancelled:
+            run = self._runs.get(token)
+            if run is not None:
+                run.stop_with("cancelled")
 
 
 class Worker:
@@ -145,6 +177,11 @@ class Worker:
         self._pools: dict[InstanceKey, int] = {
             job.pool: job.concurrency for job in jobs.values() if job.pool is not None
         }
+        self._rates: dict[InstanceKey, PoolRate] = {
+            job.pool: job.rate
+            for job in jobs.values()
+            if job.pool is not None and job.rate is not None
+        }
         self.sleeping_until: datetime | None = None
         """When `serve` looks for work next unless woken (None: it is looking right now)."""
 
@@ -155,7 +192,7 @@ class Worker:
 
     async def next_alarm_at(self) -> datetime | None:
         """When due work can next be claimed (None: nothing is scheduled)."""
-        return await self._services.storage.next_alarm_at(self._pools)
+        return await self._services.storage.next_alarm_at(self._pools, self._rates or None)
 
     async def claim(self, limit: int) -> list[Claim | ItemClaim]:
         """Claim up to `limit` due instances and ready pool events."""
@@ -167,15 +204,23 @@ class Worker:
             return claimed
         claimed.extend(await storage.claim_due(now, limit=limit, lease=lease))
         if self._pools and len(claimed) < limit:
+            now = self._services.clock.now()  # a rate limit counts starts at this time
             claimed.extend(
-                await storage.claim_items(self._pools, now, limit=limit - len(claimed), lease=lease)
+                await storage.claim_items(
+                    self._pools,
+                    now,
+                    limit=limit - len(claimed),
+                    lease=lease,
+                    rates=self._rates or None,
+                )
             )
         return claimed
 
     def start(self, work: Claim | ItemClaim) -> asyncio.Task[None]:
         """Run one claimed piece of work as a task."""
         key = work.key if isinstance(work, Claim) else work.pool
-        run = RunHandle(key, work.token, time.monotonic() + self._keeper.lease.total_seconds())
+        expires = time.monotonic() + self._keeper.lease.total_seconds()
+        run = RunHandle(key, work.token, expires, cancellable=isinstance(work, ItemClaim))
         task = asyncio.create_task(self._run(work, run), name=f"durable-jobs {key.job}:{key.id}")
         run.task = task
         return task

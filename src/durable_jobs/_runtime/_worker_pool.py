@@ -10,6 +10,7 @@ event at a time, strict FIFO, and an event waiting for its retry holds its key.
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Generic
 
 import attrs
@@ -29,10 +30,18 @@ from .._storage._interface import (
     JobKind,
     QueueItem,
 )
-from ._common import emit_all, execution_info, instance_name, new_record, require_instance
+from ._common import (
+    NotBefore,
+    emit_all,
+    execution_info,
+    instance_name,
+    new_record,
+    not_before_time,
+    require_instance,
+)
 from ._invoke import RunHandle, bind
 from ._results import CancelResult, EnqueueResult, PoolStatus
-from ._runner import Attempts, Execution, Succeeded, run_execution
+from ._runner import Attempts, Cancelled, Execution, Succeeded, run_execution
 from ._services import Services
 
 
@@ -53,9 +62,10 @@ def pool_key(name: str) -> InstanceKey:
     return InstanceKey(JobKind.WORKER_POOL, name, POOL_ID)
 
 
-def _processed(record: InstanceRecord | None) -> int:
+def _count(record: InstanceRecord | None, field: str) -> int:
+    """An integer counter of the pool record's meta (`processed`, `cancelled`)."""
     meta = None if record is None else record.meta
-    count = meta.get("processed", 0) if isinstance(meta, dict) else 0
+    count = meta.get(field, 0) if isinstance(meta, dict) else 0
     return count if isinstance(count, int) else 0
 
 
@@ -86,6 +96,7 @@ class WorkerPoolHandler(Generic[I, S, E, R]):
         priority: int,
         event_id: str | None,
         field: str = "event",
+        available_at: datetime | None = None,
     ) -> QueueItem:
         """One event checked at the data boundary (`ValidationError`: nothing is queued)."""
         require_instance(field, event, self._job.event)
@@ -101,6 +112,7 @@ class WorkerPoolHandler(Generic[I, S, E, R]):
             priority=priority,
             partition_key=partition_key,
             enqueued_at=self._services.clock.now(),
+            available_at=available_at,
         )
 
     async def enqueue(
@@ -110,17 +122,30 @@ class WorkerPoolHandler(Generic[I, S, E, R]):
         partition_key: str | None = None,
         priority: int = 0,
         event_id: str | None = None,
+        not_before: NotBefore | None = None,
     ) -> EnqueueResult:
-        """Queue `event` (a repeated `event_id` is acknowledged, not queued again)."""
-        (result,) = await self._push([self._item(event, partition_key, priority, event_id)])
+        """
+        Queue `event` (a repeated `event_id` is acknowledged, not queued again); with
+        `not_before`, its first attempt waits until then (a retry waits for its own delay).
+        """
+        at = not_before_time(not_before, self._services.clock.now())
+        (result,) = await self._push(
+            [self._item(event, partition_key, priority, event_id, available_at=at)]
+        )
         return result
 
     async def enqueue_many(
-        self, events: Sequence[I], *, partition_key: str | None, priority: int
+        self,
+        events: Sequence[I],
+        *,
+        partition_key: str | None,
+        priority: int,
+        not_before: NotBefore | None = None,
     ) -> tuple[EnqueueResult, ...]:
         """Queue several events, in order, in one transaction (all or none)."""
+        at = not_before_time(not_before, self._services.clock.now())
         items = [
-            self._item(event, partition_key, priority, None, field=f"events[{index}]")
+            self._item(event, partition_key, priority, None, f"events[{index}]", at)
             for index, event in enumerate(events)
         ]
         return await self._push(items)
@@ -151,9 +176,12 @@ class WorkerPoolHandler(Generic[I, S, E, R]):
         )
 
     async def cancel(self, event_id: str) -> CancelResult:
-        """Remove an event that waits (to start, or for a retry); a running one goes on."""
+        """Remove an event that waits (to start, or for a retry); ask a running one to stop."""
         check_id("event_id", event_id)
-        status = await self._services.storage.cancel_item(self._key, event_id)
+        services = self._services
+        status = await services.storage.cancel_item(self._key, event_id)
+        if status == "running":
+            services.wake(services.clock.now())  # a local worker's lease keeper asks at once
         return CancelResult(cancelled=status == "cancelled", status=status)
 
     async def is_pending(self, event_id: str) -> bool:
@@ -174,12 +202,15 @@ class WorkerPoolHandler(Generic[I, S, E, R]):
         """The pool's events across every worker process, and the processed total."""
         storage = self._services.storage
         record = await storage.read(self._key)
-        counts = await storage.pool_counts(self._key)
+        counts = await storage.pool_counts(self._key, now=self._services.clock.now())
         return PoolStatus(
             queued=counts.queued,
             running=counts.running,
             retrying=counts.retrying,
-            processed=_processed(record),
+            delayed=counts.delayed,
+            abandoned=counts.abandoned,
+            processed=_count(record, "processed"),
+            cancelled=_count(record, "cancelled"),
             paused=record is not None and record.status is InstanceStatus.PAUSED,
             concurrency=self._job.concurrency,
         )
@@ -207,7 +238,7 @@ class WorkerPoolHandler(Generic[I, S, E, R]):
         event = self.read_event(item)
         info = execution_info(self._key, item.attempt, now)
         context = WorkerPoolContext(
-            info, deps, event, item.event_id, item.partition_key, item.priority
+            info, deps, event, item.event_id, item.partition_key, item.priority, run.is_cancelled
         )
         execute = job.execute
         result = await run_execution(
@@ -234,6 +265,7 @@ class WorkerPoolHandler(Generic[I, S, E, R]):
                 event=item.event,
                 event_id=item.event_id,
                 park_on_defect=False,
+                timeout=job.timeout,
             ),
             run,
         )
@@ -255,6 +287,7 @@ class WorkerPoolHandler(Generic[I, S, E, R]):
                 retry=retry,
                 letters=result.letters,
                 processed=1 if isinstance(result.outcome, Succeeded) else 0,
+                cancelled=isinstance(result.outcome, Cancelled),
             ),
         )
         services.wake(result.alarm_at or result.ended_at)

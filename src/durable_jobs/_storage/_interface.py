@@ -70,6 +70,13 @@ class Lease:
 
     token: str
     expires_at: datetime
+    abandoned: bool = False
+    """
+    The run holding it was stopped (it timed out, or its pool event was cancelled) while a
+    sync callback of it still runs in a thread: its result will be discarded, and the lease
+    is kept, renewed, until the thread returns (see `Storage.abandon`). A claim's new lease
+    is never abandoned.
+    """
 
 
 @attrs.frozen(kw_only=True)
@@ -152,11 +159,51 @@ class QueueItem:
     defects: int = 0
     last_error: str | None = None
     lease: Lease | None = None
+    cancel_requested: bool = False
+    """
+    `Storage.cancel_item` found the pool event running and asked it to stop: it is never
+    kept for a retry, and once its lease is gone it is removed as cancelled.
+    """
+
     unreadable: str | None = None
     """
     Set when the backend could not parse the stored `event` JSON (what and why); `event`
     is then the stored text as a JSON string. The runtime dead-letters such an event.
     """
+
+
+@attrs.frozen(kw_only=True)
+class PoolRate:
+    """
+    A pool's rate limit: at most `limit` of its events start per `period` (engine clock).
+
+    Every claim of an event is a start (a retry too). With `per_key`, each partition key
+    has a budget of its own, and the events without a key share one; otherwise the whole
+    pool shares one. A start counts while it is less than `period` old: in any window of
+    length `period`, at most `limit` starts.
+    """
+
+    limit: int
+    period: timedelta
+    per_key: bool = False
+
+    def forget_before(self, now: datetime) -> datetime:
+        """
+        Starts at or before this time may be deleted: never counted again by any claim.
+
+        A claim counts every start later than its `now - period`, also starts recorded
+        with a later time than its own `now`: claims of several processes take their `now`
+        before they wait for the pool's claim lock, so a later claim may carry an earlier
+        time. Deleting starts only well after they stop counting (two periods, at least a
+        minute) keeps such a claim from missing one.
+        """
+        return now - self.period - max(self.period, timedelta(minutes=1))
+
+    def bucket(self, partition_key: str | None) -> str:
+        """The budget an event with `partition_key` draws from (stored with each start)."""
+        if not self.per_key:
+            return "*"
+        return "-" if partition_key is None else f"k:{partition_key}"
 
 
 @attrs.frozen(kw_only=True)
@@ -202,10 +249,20 @@ class ItemFinish:
     retry: ItemRetry | None = None
     letters: tuple[DeadLetter, ...] = ()
     processed: int = 0
+    cancelled: bool = False
+    """
+    The run stopped because its cancel was requested: the event is removed (`retry` is
+    ignored) and counted in the integer `cancelled` of the pool record's `meta`. A `retry`
+    of an event whose cancel was requested is never kept either: it is removed and counted
+    the same way.
+    """
 
 
 CancelOutcome: TypeAlias = Literal["cancelled", "running", "not_found"]
-"""What `Storage.cancel_item` found: a waiting event removed, a running one kept, none."""
+"""
+What `Storage.cancel_item` found: a waiting event removed, a running one asked to stop
+(its cancel is requested), or none.
+"""
 
 
 @attrs.frozen(kw_only=True)
@@ -218,6 +275,10 @@ class PoolCounts:
     """Held by a live lease right now."""
     retrying: int
     """Waiting for a later attempt."""
+    delayed: int = 0
+    """Waiting for a first attempt whose `available_at` is later than `now` (when given)."""
+    abandoned: int = 0
+    """Of the running ones, those whose lease is abandoned (see `Lease.abandoned`)."""
 
 
 class LeaseLostError(StorageError):
@@ -319,7 +380,13 @@ class Storage(Protocol):
         ...
 
     async def claim_items(
-        self, pools: Mapping[InstanceKey, int], now: datetime, *, limit: int, lease: timedelta
+        self,
+        pools: Mapping[InstanceKey, int],
+        now: datetime,
+        *,
+        limit: int,
+        lease: timedelta,
+        rates: Mapping[InstanceKey, PoolRate] | None = None,
     ) -> Sequence[ItemClaim]:
         """
         Lease up to `limit` ready events of the given pools (pool key -> concurrency).
@@ -328,6 +395,14 @@ class Storage(Protocol):
         lease, the event holds none, its `available_at` has come, and no earlier event with
         the same `partition_key` is still queued (one key, one event at a time, in FIFO order).
         Higher priority first, then FIFO. Raises `SchemaMismatchError` like `claim_due`.
+
+        A pool in `rates` also needs budget: fewer than `rate.limit` starts (claims) of its
+        events at engine times after `now - rate.period` (later than `now` too: another
+        process's claim may have taken a later `now`), per partition key with `per_key`;
+        each claim records a start at `now`, and starts are forgotten after
+        `rate.forget_before(now)`. The budget holds across every process, like concurrency.
+        An event whose cancel was requested and whose lease is gone (its worker died) is not
+        claimed: it is removed and counted as cancelled.
         """
         ...
 
@@ -339,12 +414,18 @@ class Storage(Protocol):
         """End the leases of `tokens` without writing anything else (a worker stopping)."""
         ...
 
-    async def next_alarm_at(self, pools: Mapping[InstanceKey, int]) -> datetime | None:
+    async def next_alarm_at(
+        self,
+        pools: Mapping[InstanceKey, int],
+        rates: Mapping[InstanceKey, PoolRate] | None = None,
+    ) -> datetime | None:
         """
         When `claim_due` or `claim_items` (for `pools`) can next return something, or None.
 
         Work held by a live lease is not counted: a worker looks again when it finishes (or
-        polls for expired leases on its own).
+        polls for expired leases on its own). For a pool in `rates`, an event is ready no
+        earlier than its budget allows one more start: the `limit`-th latest start of its
+        budget plus the `period`.
         """
         ...
 
@@ -370,11 +451,30 @@ class Storage(Protocol):
         ...
 
     async def cancel_item(self, pool: InstanceKey, event_id: str) -> CancelOutcome:
-        """Remove a pool event that is not running (queued, or waiting for a retry)."""
+        """
+        Remove a pool event that is not running (queued, or waiting for a retry), counting
+        it in the pool's `cancelled` counter; a running one gets `cancel_requested` instead
+        ("running"), and its worker learns it through `cancel_requests`.
+        """
         ...
 
-    async def pool_counts(self, pool: InstanceKey) -> PoolCounts:
-        """How many of the pool's events are queued, running and waiting for a retry."""
+    async def cancel_requests(self, tokens: Collection[str]) -> frozenset[str]:
+        """Of `tokens`, those whose pool event holds that live lease and was asked to stop."""
+        ...
+
+    async def abandon(self, tokens: Collection[str]) -> None:
+        """
+        Mark the live leases of `tokens` abandoned (see `Lease.abandoned`): their runs were
+        stopped while a thread of theirs still runs. Renewals keep the mark; claims clear it.
+        """
+        ...
+
+    async def pool_counts(self, pool: InstanceKey, now: datetime | None = None) -> PoolCounts:
+        """
+        How many of the pool's events are queued, running and waiting for a retry; with
+        `now` (engine clock), first attempts not available before a later time are counted
+        as `delayed` instead of `queued`.
+        """
         ...
 
     async def list_instances(self, job: str | None = None) -> Sequence[InstanceRecord]:

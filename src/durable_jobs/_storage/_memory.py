@@ -47,6 +47,7 @@ from ._interface import (
     Lease,
     LeaseLostError,
     PoolCounts,
+    PoolRate,
     QueueItem,
     Storage,
 )
@@ -157,6 +158,8 @@ class _Store:
         self.queues: dict[InstanceKey, _Queue] = {}
         self.locks: KeyLocks[InstanceKey] = KeyLocks()
         self.last_seq = 0
+        # pool -> rate budget -> engine times of the starts still counted, oldest first
+        self.starts: dict[InstanceKey, dict[str, list[datetime]]] = {}
 
     def apply(self, key: InstanceKey, changes: Changes) -> None:
         """Apply one block's changes in one synchronous step (no coroutine sees half)."""
@@ -177,7 +180,7 @@ class _Store:
         pushed: list[QueueItem] = []
         for item in changes.pushed:  # numbered in push order, after every stored item
             self.last_seq += 1
-            pushed.append(attrs.evolve(item, seq=self.last_seq, lease=None))
+            pushed.append(attrs.evolve(item, seq=self.last_seq, lease=None, cancel_requested=False))
         self.apply_queue(key, purged=changes.queue_purged, removed=changes.removed, pushed=pushed)
         for letter_id in changes.letters_removed:
             self.dead.pop(letter_id, None)
@@ -265,7 +268,12 @@ class _Store:
         return record is None or record.status is InstanceStatus.ACTIVE
 
     def ready_items(
-        self, pool: InstanceKey, concurrency: int, now: datetime, lease_now: datetime
+        self,
+        pool: InstanceKey,
+        concurrency: int,
+        now: datetime,
+        lease_now: datetime,
+        rate: PoolRate | None = None,
     ) -> list[QueueItem]:
         """The pool's events a claim may take now, in claim order, at most the free slots."""
         queue = self.queues.get(pool)
@@ -273,20 +281,79 @@ class _Store:
             return []
         items = queue.in_order()
         running = sum(1 for item in items if _live(item.lease, lease_now) is not None)
+        budgets = {} if rate is None else self.budgets(pool, rate, now)
         ready: list[QueueItem] = []
         for item in items:
             if running + len(ready) >= concurrency:
                 break
             if (
                 _live(item.lease, lease_now) is None
+                and not item.cancel_requested
                 and (item.available_at is None or item.available_at <= now)
                 and queue.is_key_head(item)
             ):
+                if rate is not None:
+                    bucket = rate.bucket(item.partition_key)
+                    left = budgets.get(bucket, rate.limit)
+                    if left <= 0:
+                        continue
+                    budgets[bucket] = left - 1
                 ready.append(item)
         return ready
 
+    def budgets(self, pool: InstanceKey, rate: PoolRate, now: datetime) -> dict[str, int]:
+        """How many more starts each budget of the pool allows at `now` (others: all)."""
+        cutoff = now - rate.period
+        left: dict[str, int] = {}
+        for bucket, starts in list(self.starts.get(pool, {}).items()):
+            del starts[: bisect.bisect_right(starts, rate.forget_before(now))]
+            left[bucket] = rate.limit - (len(starts) - bisect.bisect_right(starts, cutoff))
+        return left
+
+    def record_start(self, pool: InstanceKey, bucket: str, now: datetime) -> None:
+        bisect.insort(self.starts.setdefault(pool, {}).setdefault(bucket, []), now)
+
+    def reopens_at(self, pool: InstanceKey, rate: PoolRate, bucket: str) -> datetime | None:
+        """When the budget allows one more start (None: it has room whatever the time)."""
+        starts = self.starts.get(pool, {}).get(bucket, [])
+        if len(starts) < rate.limit:
+            return None
+        return starts[-rate.limit] + rate.period
+
+    def drop_cancelled(self, pool: InstanceKey, lease_now: datetime) -> None:
+        """Remove the events asked to stop whose worker is gone (their lease expired)."""
+        queue = self.queues.get(pool)
+        if queue is None:
+            return
+        gone = [
+            item
+            for item in queue.items()
+            if item.cancel_requested and _live(item.lease, lease_now) is None
+        ]
+        for item in gone:
+            self.forget_item_lease(item)
+            queue.remove(item.event_id)
+        if gone:
+            self.count(pool, "cancelled", len(gone))
+        if not queue:
+            del self.queues[pool]
+
+    def count(self, pool: InstanceKey, field: str, amount: int) -> None:
+        """Add `amount` to the integer `field` of the pool record's meta."""
+        record = self.records.get(pool)
+        if record is None or not amount:
+            return
+        meta = record.meta if isinstance(record.meta, dict) else {}
+        count = meta.get(field, 0)
+        total = (count if isinstance(count, int) else 0) + amount
+        self.records[pool] = attrs.evolve(record, meta={**meta, field: total})
+
     def next_ready_at(
-        self, pool: InstanceKey, concurrency: int, lease_now: datetime
+        self,
+        pool: InstanceKey,
+        concurrency: int,
+        lease_now: datetime,
+        rate: PoolRate | None = None,
     ) -> datetime | None:
         """When the pool's next event may be claimed (None: none, or every slot is busy)."""
         queue = self.queues.get(pool)
@@ -295,9 +362,15 @@ class _Store:
         waiting = [item for item in queue.items() if _live(item.lease, lease_now) is None]
         if len(queue) - len(waiting) >= concurrency:
             return None
-        times = [
-            item.available_at or item.enqueued_at for item in waiting if queue.is_key_head(item)
-        ]
+        times: list[datetime] = []
+        for item in waiting:
+            if not queue.is_key_head(item):
+                continue
+            at = item.available_at or item.enqueued_at
+            if rate is not None and not item.cancel_requested:
+                reopens = self.reopens_at(pool, rate, rate.bucket(item.partition_key))
+                at = at if reopens is None else max(at, reopens)
+            times.append(at)
         return min(times, default=None)
 
 
@@ -366,7 +439,13 @@ class MemoryStorage:
         return claimed
 
     async def claim_items(
-        self, pools: Mapping[InstanceKey, int], now: datetime, *, limit: int, lease: timedelta
+        self,
+        pools: Mapping[InstanceKey, int],
+        now: datetime,
+        *,
+        limit: int,
+        lease: timedelta,
+        rates: Mapping[InstanceKey, PoolRate] | None = None,
     ) -> Sequence[ItemClaim]:
         """Lease up to `limit` ready pool events (see `Storage.claim_items`)."""
         store = self._store
@@ -375,10 +454,12 @@ class MemoryStorage:
         for pool, concurrency in pools.items():
             if len(claimed) >= limit:
                 break
+            store.drop_cancelled(pool, lease_now)
             queue = store.queues.get(pool)
             if queue is None:
                 continue
-            for item in store.ready_items(pool, concurrency, now, lease_now):
+            rate = None if rates is None else rates.get(pool)
+            for item in store.ready_items(pool, concurrency, now, lease_now, rate):
                 if len(claimed) >= limit:
                     break
                 store.forget_item_lease(item)  # an expired one
@@ -386,6 +467,8 @@ class MemoryStorage:
                 held = attrs.evolve(item, lease=grant)
                 queue.replace(held)
                 store.tokens[grant.token] = (pool, item.event_id)
+                if rate is not None:
+                    store.record_start(pool, rate.bucket(item.partition_key), now)
                 claimed.append(ItemClaim(pool=pool, token=grant.token, item=_copy_item(held)))
         return claimed
 
@@ -435,7 +518,11 @@ class MemoryStorage:
                 continue
             queue.replace(attrs.evolve(item, lease=None))
 
-    async def next_alarm_at(self, pools: Mapping[InstanceKey, int]) -> datetime | None:
+    async def next_alarm_at(
+        self,
+        pools: Mapping[InstanceKey, int],
+        rates: Mapping[InstanceKey, PoolRate] | None = None,
+    ) -> datetime | None:
         """
         When `claim_due` or `claim_items` can next return something, or None.
 
@@ -462,7 +549,8 @@ class MemoryStorage:
         for entry in popped:
             heapq.heappush(store.alarms, entry)
         for pool, concurrency in pools.items():
-            first = store.next_ready_at(pool, concurrency, lease_now)
+            rate = None if rates is None else rates.get(pool)
+            first = store.next_ready_at(pool, concurrency, lease_now, rate)
             if first is not None:
                 best = first if best is None else min(best, first)
         return best
@@ -482,7 +570,11 @@ class MemoryStorage:
             accepted.append(True)
             seen[item.event_id] = now
             store.last_seq += 1
-            fresh.append(attrs.evolve(_copy_item(item), seq=store.last_seq, lease=None))
+            fresh.append(
+                attrs.evolve(
+                    _copy_item(item), seq=store.last_seq, lease=None, cancel_requested=False
+                )
+            )
         if fresh:
             if pool not in store.records:
                 store.set_record(
@@ -504,10 +596,13 @@ class MemoryStorage:
             raise LeaseLostError(msg)
         store.tokens.pop(finish.token, None)
         retry = finish.retry
-        if retry is None:
+        cancelled = finish.cancelled or (retry is not None and item.cancel_requested)
+        if retry is None or cancelled:
             queue.remove(item.event_id)
             if not queue:
                 del store.queues[pool]
+            if cancelled:
+                store.count(pool, "cancelled", 1)
         else:
             queue.replace(
                 attrs.evolve(
@@ -522,12 +617,7 @@ class MemoryStorage:
             )
         for letter in finish.letters:
             store.dead[letter.id] = _copy_letter(letter)
-        record = store.records.get(pool)
-        if finish.processed and record is not None:
-            meta = record.meta if isinstance(record.meta, dict) else {}
-            count = meta.get("processed", 0)
-            total = (count if isinstance(count, int) else 0) + finish.processed
-            store.records[pool] = attrs.evolve(record, meta={**meta, "processed": total})
+        store.count(pool, "processed", finish.processed)
 
     async def read_item(self, pool: InstanceKey, event_id: str) -> QueueItem | None:
         """One of the pool's events as stored (with its lease while it runs), or None."""
@@ -538,35 +628,89 @@ class MemoryStorage:
         return attrs.evolve(_copy_item(item), lease=_live(item.lease, _lease_now()))
 
     async def cancel_item(self, pool: InstanceKey, event_id: str) -> CancelOutcome:
-        """Remove a pool event that is not running."""
+        """Remove a pool event that is not running; ask a running one to stop."""
         store = self._store
         queue = store.queues.get(pool)
         item = None if queue is None else queue.get(event_id)
         if queue is None or item is None:
             return "not_found"
         if _live(item.lease, _lease_now()) is not None:
+            queue.replace(attrs.evolve(item, cancel_requested=True))
             return "running"
         store.forget_item_lease(item)
         queue.remove(event_id)
         if not queue:
             del store.queues[pool]
+        store.count(pool, "cancelled", 1)
         return "cancelled"
 
-    async def pool_counts(self, pool: InstanceKey) -> PoolCounts:
-        """How many of the pool's events are queued, running and waiting for a retry."""
+    async def cancel_requests(self, tokens: Collection[str]) -> frozenset[str]:
+        """Of `tokens`, those whose running pool event was asked to stop."""
+        store = self._store
+        lease_now = _lease_now()
+        asked: set[str] = set()
+        for token in tokens:
+            held = store.tokens.get(token)
+            if held is None or held[1] is None:
+                continue
+            queue = store.queues.get(held[0])
+            item = None if queue is None else queue.get(held[1])
+            lease = None if item is None else _live(item.lease, lease_now)
+            asking = item is not None and item.cancel_requested
+            if asking and lease is not None and lease.token == token:
+                asked.add(token)
+        return frozenset(asked)
+
+    async def abandon(self, tokens: Collection[str]) -> None:
+        """Mark the live leases of `tokens` abandoned (kept until their thread returns)."""
+        store = self._store
+        lease_now = _lease_now()
+        for token in tokens:
+            held = store.tokens.get(token)
+            if held is None:
+                continue
+            key, event_id = held
+            if event_id is None:
+                current = _live(store.leases.get(key), lease_now)
+                if current is not None and current.token == token:
+                    store.leases[key] = attrs.evolve(current, abandoned=True)
+                continue
+            queue = store.queues.get(key)
+            item = None if queue is None else queue.get(event_id)
+            lease = None if item is None else _live(item.lease, lease_now)
+            if (
+                queue is not None
+                and item is not None
+                and lease is not None
+                and lease.token == token
+            ):
+                queue.replace(attrs.evolve(item, lease=attrs.evolve(lease, abandoned=True)))
+
+    async def pool_counts(self, pool: InstanceKey, now: datetime | None = None) -> PoolCounts:
+        """How many of the pool's events are queued, delayed, running and retrying."""
         queue = self._store.queues.get(pool)
         if queue is None:
             return PoolCounts(queued=0, running=0, retrying=0)
         lease_now = _lease_now()
-        running = retrying = queued = 0
+        running = retrying = queued = delayed = abandoned = 0
         for item in queue.items():
-            if _live(item.lease, lease_now) is not None:
+            lease = _live(item.lease, lease_now)
+            if lease is not None:
                 running += 1
+                abandoned += lease.abandoned
             elif item.attempt > 1 or item.defects > 0:
                 retrying += 1
+            elif now is not None and item.available_at is not None and item.available_at > now:
+                delayed += 1
             else:
                 queued += 1
-        return PoolCounts(queued=queued, running=running, retrying=retrying)
+        return PoolCounts(
+            queued=queued,
+            running=running,
+            retrying=retrying,
+            delayed=delayed,
+            abandoned=abandoned,
+        )
 
     async def list_instances(self, job: str | None = None) -> Sequence[InstanceRecord]:
         """Every record, optionally of one job, ordered by (kind, job, id)."""

@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import TYPE_CHECKING, Final, LiteralString, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -62,6 +62,7 @@ from ._interface import (
     Lease,
     LeaseLostError,
     PoolCounts,
+    PoolRate,
     QueueItem,
     Storage,
 )
@@ -88,6 +89,8 @@ notification arrives within milliseconds; the limit keeps a reused pid from bein
 """Pauses between tries of an operation whose connection failed (about 4 s in all)."""
 
 # (version, statements); append only: a released migration never changes.
+SCHEDULING_MIGRATION: Final = 3
+"""The number of the scheduling migration in `_MIGRATIONS`."""
 _MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
     (
         1,
@@ -155,6 +158,24 @@ _MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
             "CREATE INDEX items_lease_token ON items (lease_token) WHERE lease_token IS NOT NULL",
         ),
     ),
+    (
+        SCHEDULING_MIGRATION,
+        (
+            # scheduling: a lease can be marked abandoned (its run stopped while a thread of
+            # it still runs), a running pool event can be asked to stop, and a rate-limited
+            # pool records the starts of its events while they count against its budget
+            "ALTER TABLE instances ADD COLUMN lease_abandoned BOOLEAN NOT NULL DEFAULT false",
+            """ALTER TABLE items
+                ADD COLUMN lease_abandoned BOOLEAN NOT NULL DEFAULT false,
+                ADD COLUMN cancel_requested BOOLEAN NOT NULL DEFAULT false""",
+            "CREATE INDEX items_cancel ON items (kind, job, id) WHERE cancel_requested",
+            """CREATE TABLE rate_starts (
+                kind TEXT NOT NULL, job TEXT NOT NULL, id TEXT NOT NULL,
+                bucket TEXT NOT NULL, started_at TIMESTAMPTZ NOT NULL
+            )""",
+            "CREATE INDEX rate_starts_window ON rate_starts (kind, job, id, bucket, started_at)",
+        ),
+    ),
 )
 SCHEMA_VERSION: Final = _MIGRATIONS[-1][0]
 """The schema version this library writes."""
@@ -163,14 +184,17 @@ _KEY: Final = "kind = %s AND job = %s AND id = %s"
 _LIVE: Final = "lease_expires_at > now()"
 """A lease is live while its expiry is ahead of the server's clock."""
 _LIVE_LEASE: Final = (
-    f"CASE WHEN {_LIVE} THEN lease_token END, CASE WHEN {_LIVE} THEN lease_expires_at END"
+    f"CASE WHEN {_LIVE} THEN lease_token END, CASE WHEN {_LIVE} THEN lease_expires_at END,"
+    " lease_abandoned"
 )
 """The lease columns as reads report them: an expired lease reads as none."""
 _NEW_TOKEN: Final = "replace(gen_random_uuid()::text, '-', '')"
-_ITEM_COLUMNS: Final = (
+_V2_ITEM_COLUMNS: Final = (
     "seq, event_id, event, priority, partition_key, enqueued_at, available_at, attempt,"
     " retry_started_at, defects, last_error"
 )
+"""The item columns of schema 2 (the upgrade of schema 1's rows writes them)."""
+_ITEM_COLUMNS: Final = f"{_V2_ITEM_COLUMNS}, cancel_requested"
 _LETTER_COLUMNS: Final = "letter_id, kind, job, id, state, meta, event, error, reason, attempts, at"
 
 
@@ -221,17 +245,17 @@ def _text_or_none(value: object) -> str | None:
     return None if value is None else str(value)
 
 
-def _lease_of(token: object, expires: object) -> Lease | None:
+def _lease_of(token: object, expires: object, abandoned: object) -> Lease | None:
     if token is None or expires is None:
         return None
-    return Lease(token=str(token), expires_at=_time(expires))
+    return Lease(token=str(token), expires_at=_time(expires), abandoned=abandoned is True)
 
 
 def _record_of(row: TupleRow) -> InstanceRecord:
-    """A record from `RECORD_COLUMNS` followed by the two `_LIVE_LEASE` columns."""
+    """A record from `RECORD_COLUMNS` followed by the three `_LIVE_LEASE` columns."""
     # JSONB columns come decoded by psycopg's json loader: JSON values by construction
     kind, job, id, status, state, meta, alarm, attempt, retry_started, defects = row[:10]
-    last_error, created, updated, token, expires = row[10:15]
+    last_error, created, updated, token, expires, abandoned = row[10:16]
     problems: list[str] = []
     return InstanceRecord(
         key=_key_of(kind, job, id),
@@ -245,15 +269,16 @@ def _record_of(row: TupleRow) -> InstanceRecord:
         last_error=_text_or_none(last_error),
         created_at=_time(created),
         updated_at=_time(updated),
-        lease=_lease_of(token, expires),
+        lease=_lease_of(token, expires, abandoned),
         unreadable="; ".join(problems) or None,
     )
 
 
 def _item_of(row: TupleRow) -> QueueItem:
-    """An item from `_ITEM_COLUMNS` followed by the two `_LIVE_LEASE` columns."""
+    """An item from `_ITEM_COLUMNS` followed by the three `_LIVE_LEASE` columns."""
     seq, event_id, event, priority, partition_key, enqueued, available = row[:7]
-    attempt, retry_started, defects, last_error, token, expires = row[7:13]
+    attempt, retry_started, defects, last_error, cancel = row[7:12]
+    token, expires, abandoned = row[12:15]
     return QueueItem(
         event_id=str(event_id),
         event=event,
@@ -266,7 +291,8 @@ def _item_of(row: TupleRow) -> QueueItem:
         retry_started_at=_time_or_none(retry_started),
         defects=_int(defects),
         last_error=_text_or_none(last_error),
-        lease=_lease_of(token, expires),
+        lease=_lease_of(token, expires, abandoned),
+        cancel_requested=cancel is True,
     )
 
 
@@ -455,9 +481,9 @@ class PostgresStorage:
                 f" AND (lease_expires_at IS NULL OR NOT {_LIVE})"
                 " ORDER BY alarm_at, kind, job, id LIMIT %s FOR UPDATE SKIP LOCKED)"
                 f" UPDATE instances SET lease_token = {_NEW_TOKEN},"
-                " lease_expires_at = now() + %s FROM due"
+                " lease_expires_at = now() + %s, lease_abandoned = false FROM due"
                 " WHERE kind = due_kind AND job = due_job AND id = due_id"
-                f" RETURNING {_RECORD_COLUMNS}, lease_token, lease_expires_at",
+                f" RETURNING {_RECORD_COLUMNS}, lease_token, lease_expires_at, lease_abandoned",
                 (now, limit, lease),
             )
             records = [_record_of(row) for row in await cursor.fetchall()]
@@ -471,14 +497,22 @@ class PostgresStorage:
         return await self._run(work)
 
     async def claim_items(
-        self, pools: Mapping[InstanceKey, int], now: datetime, *, limit: int, lease: timedelta
+        self,
+        pools: Mapping[InstanceKey, int],
+        now: datetime,
+        *,
+        limit: int,
+        lease: timedelta,
+        rates: Mapping[InstanceKey, PoolRate] | None = None,
     ) -> Sequence[ItemClaim]:
         """
         Lease up to `limit` ready events of `pools` (see `Storage.claim_items`).
 
         Each pool's claim holds an advisory lock on the pool until it commits, so claims of
-        one pool never overlap and its `concurrency` holds across every process.
+        one pool never overlap, and its `concurrency` and rate limit hold across every
+        process.
         """
+        limits = dict(rates or {})
 
         async def work(conn: _Connection) -> list[ItemClaim]:
             await self._check_version(conn)
@@ -493,7 +527,9 @@ class PostgresStorage:
                 if len(claimed) >= limit:
                     break
                 claimed.extend(
-                    await _claim_pool(conn, pool, concurrency, now, limit - len(claimed), lease)
+                    await _claim_pool(
+                        conn, pool, concurrency, now, limit - len(claimed), lease, limits.get(pool)
+                    )
                 )
             return claimed
 
@@ -541,14 +577,21 @@ class PostgresStorage:
 
         await self._run(work)
 
-    async def next_alarm_at(self, pools: Mapping[InstanceKey, int]) -> datetime | None:
+    async def next_alarm_at(
+        self,
+        pools: Mapping[InstanceKey, int],
+        rates: Mapping[InstanceKey, PoolRate] | None = None,
+    ) -> datetime | None:
         """
         When `claim_due` or `claim_items` (for `pools`) can next return something, or None.
 
         Work held by a live lease is not counted, nor a pool that is paused or whose
-        `concurrency` is taken by live leases.
+        `concurrency` is taken by live leases; a rate-limited pool's events count from when
+        their budget allows a start.
         """
-        params = _pool_params(pools)
+        limits = dict(rates or {})
+        rated = {pool: pools[pool] for pool in pools if pool in limits}
+        params = _pool_params({pool: c for pool, c in pools.items() if pool not in limits})
 
         async def work(conn: _Connection) -> datetime | None:
             cursor = await conn.execute(
@@ -568,7 +611,10 @@ class PostgresStorage:
                 params,
             )
             row = await cursor.fetchone()
-            return None if row is None else _time_or_none(row[0])
+            times = [] if row is None or row[0] is None else [_time(row[0])]
+            for pool, concurrency in rated.items():
+                times.extend(await _rated_ready_at(conn, pool, concurrency, limits[pool]))
+            return min(times, default=None)
 
         return await self._run(work)
 
@@ -642,26 +688,18 @@ class PostgresStorage:
         async def work(conn: _Connection) -> None:
             # the pool's row before the event's, the order of a block on the pool (which
             # may delete events): the two never wait for each other in a cycle
+            retry = None if finish.cancelled else finish.retry
             if finish.processed:
-                await conn.execute(
-                    "UPDATE instances SET meta = CASE WHEN jsonb_typeof(meta) = 'object'"
-                    " THEN meta ELSE '{}'::jsonb END || jsonb_build_object('processed',"
-                    " CASE WHEN jsonb_typeof(meta -> 'processed') = 'number'"
-                    " THEN (meta ->> 'processed')::numeric ELSE 0 END + %s)"
-                    f" WHERE {_KEY}",
-                    (finish.processed, *params),
-                )
-            retry = finish.retry
-            if retry is None:
-                cursor = await conn.execute(
-                    f"DELETE FROM items WHERE {fenced} RETURNING 1",
-                    (*params, finish.event_id, finish.token),
-                )
-            else:
+                await _count(conn, pool, "processed", finish.processed)
+            elif finish.cancelled or retry is not None:
+                await conn.execute(f"SELECT 1 FROM instances WHERE {_KEY} FOR UPDATE", params)
+            kept = False
+            if retry is not None:
+                # an event asked to stop is never kept for a retry
                 cursor = await conn.execute(
                     "UPDATE items SET available_at = %s, attempt = %s, retry_started_at = %s,"
                     " defects = %s, last_error = %s, lease_token = NULL, lease_expires_at = NULL"
-                    f" WHERE {fenced} RETURNING 1",
+                    f" WHERE {fenced} AND NOT cancel_requested RETURNING 1",
                     (
                         retry.available_at,
                         retry.attempt,
@@ -673,9 +711,22 @@ class PostgresStorage:
                         finish.token,
                     ),
                 )
-            if await cursor.fetchone() is None:
-                msg = f"the lease of event {finish.event_id!r} of {pool} was lost; nothing written"
-                raise LeaseLostError(msg)
+                kept = await cursor.fetchone() is not None
+            if not kept:
+                cursor = await conn.execute(
+                    f"DELETE FROM items WHERE {fenced} RETURNING 1",
+                    (*params, finish.event_id, finish.token),
+                )
+                if await cursor.fetchone() is None:
+                    msg = (
+                        f"the lease of event {finish.event_id!r} of {pool} was lost;"
+                        " nothing written"
+                    )
+                    raise LeaseLostError(msg)
+            # a retry refused while the lease held: its cancel was requested
+            cancelled = finish.cancelled or (retry is not None and not kept)
+            if cancelled:
+                await _count(conn, pool, "cancelled", 1)
             await _write_letters(conn, finish.letters, ())
             await self._db.notify(conn)
 
@@ -695,43 +746,92 @@ class PostgresStorage:
         return await self._run(work)
 
     async def cancel_item(self, pool: InstanceKey, event_id: str) -> CancelOutcome:
-        """Remove a pool event that holds no live lease."""
+        """Remove a pool event that holds no live lease; ask a running one to stop."""
         params = (*_key_params(pool), event_id)
 
         async def work(conn: _Connection) -> CancelOutcome:
+            # the pool's row before the event's (see finish_item)
+            await conn.execute(
+                f"SELECT 1 FROM instances WHERE {_KEY} FOR UPDATE", _key_params(pool)
+            )
             cursor = await conn.execute(
                 f"DELETE FROM items WHERE {_KEY} AND event_id = %s"
                 f" AND (lease_expires_at IS NULL OR NOT {_LIVE}) RETURNING 1",
                 params,
             )
             if await cursor.fetchone() is not None:
+                await _count(conn, pool, "cancelled", 1)
                 await self._db.notify(conn)  # the next event of its key may start now
                 return "cancelled"
             cursor = await conn.execute(
-                f"SELECT 1 FROM items WHERE {_KEY} AND event_id = %s", params
+                f"UPDATE items SET cancel_requested = true WHERE {_KEY} AND event_id = %s"
+                " RETURNING 1",
+                params,
             )
-            return "not_found" if await cursor.fetchone() is None else "running"
+            if await cursor.fetchone() is None:
+                return "not_found"
+            await self._db.notify(conn)  # its worker learns at once
+            return "running"
 
         return await self._run(work)
 
-    async def pool_counts(self, pool: InstanceKey) -> PoolCounts:
-        """How many of the pool's events are queued, running and waiting for a retry."""
+    async def cancel_requests(self, tokens: Collection[str]) -> frozenset[str]:
+        """Of `tokens`, those whose running pool event was asked to stop."""
+        if not tokens:
+            return frozenset()
+
+        async def work(conn: _Connection) -> frozenset[str]:
+            cursor = await conn.execute(
+                f"SELECT lease_token FROM items WHERE lease_token = ANY(%s) AND {_LIVE}"
+                " AND cancel_requested",
+                (list(tokens),),
+            )
+            return frozenset(str(token) for (token,) in await cursor.fetchall())
+
+        return await self._run(work)
+
+    async def abandon(self, tokens: Collection[str]) -> None:
+        """Mark the live leases of `tokens` abandoned (kept until their thread returns)."""
+        if not tokens:
+            return
+
+        async def work(conn: _Connection) -> None:
+            for table in ("instances", "items"):
+                await conn.execute(
+                    f"UPDATE {table} SET lease_abandoned = true"
+                    f" WHERE lease_token = ANY(%s) AND {_LIVE}",
+                    (list(tokens),),
+                )
+
+        await self._run(work)
+
+    async def pool_counts(self, pool: InstanceKey, now: datetime | None = None) -> PoolCounts:
+        """How many of the pool's events are queued, delayed, running and retrying."""
 
         async def work(conn: _Connection) -> PoolCounts:
+            free = f"(lease_expires_at IS NULL OR NOT {_LIVE})"
+            first = "attempt <= 1 AND defects <= 0"
+            later = "coalesce(available_at > %(now)s, false)"
             cursor = await conn.execute(
                 f"SELECT count(*) FILTER (WHERE {_LIVE}),"
-                f" count(*) FILTER (WHERE (lease_expires_at IS NULL OR NOT {_LIVE})"
-                "  AND (attempt > 1 OR defects > 0)),"
-                f" count(*) FILTER (WHERE (lease_expires_at IS NULL OR NOT {_LIVE})"
-                "  AND attempt <= 1 AND defects <= 0)"
-                f" FROM items WHERE {_KEY}",
-                _key_params(pool),
+                f" count(*) FILTER (WHERE {free} AND (attempt > 1 OR defects > 0)),"
+                f" count(*) FILTER (WHERE {free} AND {first} AND NOT {later}),"
+                f" count(*) FILTER (WHERE {free} AND {first} AND {later}),"
+                f" count(*) FILTER (WHERE {_LIVE} AND lease_abandoned)"
+                " FROM items WHERE kind = %(kind)s AND job = %(job)s AND id = %(id)s",
+                {"now": now, "kind": pool.kind.value, "job": pool.job, "id": pool.id},
             )
             row = await cursor.fetchone()
             if row is None:
                 return PoolCounts(queued=0, running=0, retrying=0)
-            running, retrying, queued = row
-            return PoolCounts(queued=_int(queued), running=_int(running), retrying=_int(retrying))
+            running, retrying, queued, delayed, abandoned = row
+            return PoolCounts(
+                queued=_int(queued),
+                running=_int(running),
+                retrying=_int(retrying),
+                delayed=_int(delayed),
+                abandoned=_int(abandoned),
+            )
 
         return await self._run(work)
 
@@ -1130,6 +1230,31 @@ def _pool_params(
     )
 
 
+async def _count(conn: _Connection, pool: InstanceKey, field: str, amount: int) -> None:
+    """Add `amount` to the integer `field` of the pool record's meta, in SQL."""
+    if not amount:
+        return
+    # added in SQL: concurrent writes of one pool never lose a count
+    await conn.execute(
+        "UPDATE instances SET meta = CASE WHEN jsonb_typeof(meta) = 'object'"
+        " THEN meta ELSE '{}'::jsonb END || jsonb_build_object(%s::text,"
+        " CASE WHEN jsonb_typeof(meta -> %s) = 'number'"
+        " THEN (meta ->> %s)::numeric ELSE 0 END + %s)"
+        f" WHERE {_KEY}",
+        (field, field, field, amount, *_key_params(pool)),
+    )
+
+
+_POOL_ITEMS: Final = "i.kind = %(kind)s AND i.job = %(job)s AND i.id = %(id)s"
+_READY: Final = (
+    f"{_POOL_ITEMS} AND NOT i.cancel_requested"
+    " AND (i.lease_expires_at IS NULL OR i.lease_expires_at <= now())"
+    " AND (i.available_at IS NULL OR i.available_at <= %(now)s)"
+    f" AND {_KEY_HEAD}"
+)
+"""`items i` is a ready event of the pool (its slot and budget aside)."""
+
+
 async def _claim_pool(
     conn: _Connection,
     pool: InstanceKey,
@@ -1137,41 +1262,177 @@ async def _claim_pool(
     now: datetime,
     limit: int,
     lease: timedelta,
+    rate: PoolRate | None,
 ) -> list[ItemClaim]:
     """Lease the ready events of one pool (the caller holds the pool's claim lock)."""
     kind, job, id = _key_params(pool)
     this_pool = "kind = %(kind)s AND job = %(job)s AND id = %(id)s"
+    values: dict[str, object] = {
+        "kind": kind,
+        "job": job,
+        "id": id,
+        "concurrency": concurrency,
+        "now": now,
+        "limit": limit,
+        "lease": lease,
+    }
+    cursor = await conn.execute(
+        "WITH gone AS (DELETE FROM items i WHERE"
+        f" {_POOL_ITEMS} AND i.cancel_requested AND (i.lease_expires_at IS NULL"
+        " OR i.lease_expires_at <= now()) RETURNING 1) SELECT count(*) FROM gone",
+        values,
+    )
+    row = await cursor.fetchone()
+    await _count(conn, pool, "cancelled", 0 if row is None else _int(row[0]))
+    if rate is not None and rate.per_key:
+        return await _claim_per_key(conn, pool, rate, values)
+    if rate is not None:
+        budgets = await _budgets(conn, pool, rate, now)
+        values["limit"] = min(limit, budgets.get("*", rate.limit))
     cursor = await conn.execute(
         "WITH ready AS (SELECT i.seq AS ready_seq FROM items i"
-        " WHERE i.kind = %(kind)s AND i.job = %(job)s AND i.id = %(id)s"
+        f" WHERE {_READY}"
         f" AND NOT EXISTS (SELECT 1 FROM instances WHERE {this_pool} AND status <> 'active')"
-        " AND (i.lease_expires_at IS NULL OR i.lease_expires_at <= now())"
-        " AND (i.available_at IS NULL OR i.available_at <= %(now)s)"
-        f" AND {_KEY_HEAD}"
         " ORDER BY i.priority DESC, i.seq"
         # the free slots: live leases are counted after the pool's lock was taken
         " LIMIT LEAST(%(limit)s, GREATEST(0, %(concurrency)s - (SELECT count(*) FROM items"
         f"  WHERE lease_token IS NOT NULL AND {this_pool} AND {_LIVE})))"
         " FOR UPDATE OF i SKIP LOCKED)"
-        f" UPDATE items SET lease_token = {_NEW_TOKEN}, lease_expires_at = now() + %(lease)s"
-        " FROM ready WHERE seq = ready_seq"
-        f" RETURNING {_ITEM_COLUMNS}, lease_token, lease_expires_at",
-        {
-            "kind": kind,
-            "job": job,
-            "id": id,
-            "concurrency": concurrency,
-            "now": now,
-            "limit": limit,
-            "lease": lease,
-        },
+        f" UPDATE items SET lease_token = {_NEW_TOKEN}, lease_expires_at = now() + %(lease)s,"
+        " lease_abandoned = false FROM ready WHERE seq = ready_seq"
+        f" RETURNING {_ITEM_COLUMNS}, lease_token, lease_expires_at, lease_abandoned",
+        values,
     )
+    return await _claimed(conn, pool, rate, now, cursor)
+
+
+async def _claim_per_key(
+    conn: _Connection, pool: InstanceKey, rate: PoolRate, values: dict[str, object]
+) -> list[ItemClaim]:
+    """Lease ready events of a pool whose rate limit is per partition key."""
+    this_pool = "kind = %(kind)s AND job = %(job)s AND id = %(id)s"
+    cursor = await conn.execute(
+        f"SELECT NOT EXISTS (SELECT 1 FROM instances WHERE {this_pool} AND status <> 'active'),"
+        f" (SELECT count(*) FROM items WHERE lease_token IS NOT NULL AND {this_pool}"
+        f" AND {_LIVE})",
+        values,
+    )
+    row = await cursor.fetchone()
+    concurrency, limit = values["concurrency"], values["limit"]
+    if row is None or row[0] is not True or not isinstance(concurrency, int):
+        return []
+    free = min(limit if isinstance(limit, int) else 0, concurrency - _int(row[1]))
+    now = _time(values["now"])
+    budgets = await _budgets(conn, pool, rate, now)
+    spent = [b.removeprefix("k:") for b, left in budgets.items() if left <= 0 and b != "-"]
+    keyless = min(free, budgets.get("-", rate.limit))
+    candidates: list[tuple[int, int]] = []
+    if free > 0:
+        # each key has one ready event at most (its head): only keyless events share a budget
+        kinds: tuple[tuple[LiteralString, int], ...] = (
+            ("IS NOT NULL AND NOT (i.partition_key = ANY(%(spent)s))", free),
+            ("IS NULL", keyless),
+        )
+        for partition, cap in kinds:
+            if cap <= 0:
+                continue
+            cursor = await conn.execute(
+                f"SELECT i.priority, i.seq FROM items i WHERE {_READY}"
+                f" AND i.partition_key {partition}"
+                " ORDER BY i.priority DESC, i.seq LIMIT %(cap)s FOR UPDATE OF i SKIP LOCKED",
+                {**values, "spent": spent, "cap": cap},
+            )
+            candidates.extend((_int(p), _int(q)) for p, q in await cursor.fetchall())
+    chosen = [seq for _, seq in sorted(candidates, key=lambda c: (-c[0], c[1]))[:free]]
+    if not chosen:
+        return []
+    cursor = await conn.execute(
+        f"UPDATE items SET lease_token = {_NEW_TOKEN}, lease_expires_at = now() + %(lease)s,"
+        " lease_abandoned = false WHERE seq = ANY(%(chosen)s)"
+        f" RETURNING {_ITEM_COLUMNS}, lease_token, lease_expires_at, lease_abandoned",
+        {**values, "chosen": chosen},
+    )
+    return await _claimed(conn, pool, rate, now, cursor)
+
+
+async def _claimed(
+    conn: _Connection,
+    pool: InstanceKey,
+    rate: PoolRate | None,
+    now: datetime,
+    cursor: "psycopg.AsyncCursor[TupleRow]",
+) -> list[ItemClaim]:
+    """The claims a leasing statement returned; their starts recorded for a rate limit."""
     items = sorted((_item_of(row) for row in await cursor.fetchall()), key=_claim_order)
+    if rate is not None and items:
+        async with conn.cursor() as starts:
+            await starts.executemany(
+                "INSERT INTO rate_starts VALUES (%s, %s, %s, %s, %s)",
+                [(*_key_params(pool), rate.bucket(item.partition_key), now) for item in items],
+            )
     return [
         ItemClaim(pool=pool, token=item.lease.token, item=item)
         for item in items
         if item.lease is not None
     ]
+
+
+async def _budgets(
+    conn: _Connection, pool: InstanceKey, rate: PoolRate, now: datetime
+) -> dict[str, int]:
+    """How many more starts each budget of the pool allows at `now` (others: all)."""
+    params = _key_params(pool)
+    await conn.execute(
+        f"DELETE FROM rate_starts WHERE {_KEY} AND started_at <= %s",
+        (*params, rate.forget_before(now)),
+    )
+    cursor = await conn.execute(
+        f"SELECT bucket, count(*) FROM rate_starts WHERE {_KEY} AND started_at > %s"
+        " GROUP BY bucket",
+        (*params, now - rate.period),
+    )
+    return {str(bucket): rate.limit - _int(used) for bucket, used in await cursor.fetchall()}
+
+
+async def _rated_ready_at(
+    conn: _Connection, pool: InstanceKey, concurrency: int, rate: PoolRate
+) -> list[datetime]:
+    """When each budget of a rate-limited pool can start its first waiting event."""
+    kind, job, id = _key_params(pool)
+    values = {"kind": kind, "job": job, "id": id, "concurrency": concurrency, "nth": rate.limit}
+    bucket = (
+        "CASE WHEN i.partition_key IS NULL THEN '-' ELSE 'k:' || i.partition_key END"
+        if rate.per_key
+        else "'*'"
+    )
+    # an event asked to stop (its worker gone) is due for removal, whatever the budget
+    cursor = await conn.execute(
+        f"SELECT CASE WHEN i.cancel_requested THEN NULL ELSE {bucket} END,"
+        " min(coalesce(i.available_at, i.enqueued_at)) FROM items i"
+        f" WHERE {_POOL_ITEMS} AND (i.lease_expires_at IS NULL OR i.lease_expires_at <= now())"
+        f" AND {_KEY_HEAD}"
+        " AND (SELECT p.concurrency FROM (SELECT %(kind)s AS kind, %(job)s AS job,"
+        " %(id)s AS id, %(concurrency)s::int AS concurrency) AS p"
+        f" WHERE {_POOL_ACTIVE} AND {_POOL_FREE}) IS NOT NULL"
+        " GROUP BY 1",
+        values,
+    )
+    ready = await cursor.fetchall()
+    # the `limit`-th latest start of a budget holds it until it is `period` old
+    cursor = await conn.execute(
+        "SELECT bucket, started_at FROM (SELECT bucket, started_at, row_number() OVER"
+        " (PARTITION BY bucket ORDER BY started_at DESC) AS nth FROM rate_starts"
+        " WHERE kind = %(kind)s AND job = %(job)s AND id = %(id)s) AS latest"
+        " WHERE nth = %(nth)s",
+        values,
+    )
+    full = {str(b): _time(at) + rate.period for b, at in await cursor.fetchall()}
+    times: list[datetime] = []
+    for name, first in ready:
+        reopens = None if name is None else full.get(str(name))
+        at = _time(first)
+        times.append(at if reopens is None else max(at, reopens))
+    return times
 
 
 def _claim_order(item: QueueItem) -> tuple[int, int]:
@@ -1328,7 +1589,7 @@ async def _write_v2(conn: _Connection, rows: v1.V2Rows) -> None:
             ],
         )
         await cursor.executemany(
-            f"INSERT INTO items (kind, job, id, {_ITEM_COLUMNS})"
+            f"INSERT INTO items (kind, job, id, {_V2_ITEM_COLUMNS})"
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             [
                 (

@@ -60,6 +60,7 @@ from ._interface import (
     Lease,
     LeaseLostError,
     PoolCounts,
+    PoolRate,
     QueueItem,
     Storage,
 )
@@ -136,10 +137,25 @@ _MIGRATION_2: Final = (
     "DROP TABLE instance_locks",
 )
 
-_Migration = tuple[int, tuple[str, ...], Callable[[sqlite3.Connection], None] | None]
+SCHEDULING_MIGRATION: Final = 3
+"""The number of the scheduling migration (`_MIGRATION_SCHEDULING`) in `_MIGRATIONS`."""
 
-SCHEMA_VERSION: Final = 2
-"""The schema version this library reads and writes."""
+# Scheduling: a lease can be marked abandoned (its run stopped while a thread of it still
+# runs), a running pool event can be asked to stop, and a rate-limited pool records the
+# starts of its events for as long as they count against its budget.
+_MIGRATION_SCHEDULING: Final = (
+    "ALTER TABLE instances ADD COLUMN lease_abandoned INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE items ADD COLUMN lease_abandoned INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE items ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0",
+    "CREATE INDEX items_cancel ON items (kind, job, id) WHERE cancel_requested = 1",
+    """CREATE TABLE rate_starts (
+        kind TEXT NOT NULL, job TEXT NOT NULL, id TEXT NOT NULL,
+        bucket TEXT NOT NULL, started_at INTEGER NOT NULL
+    )""",
+    "CREATE INDEX rate_starts_window ON rate_starts (kind, job, id, bucket, started_at)",
+)
+
+_Migration = tuple[int, tuple[str, ...], Callable[[sqlite3.Connection], None] | None]
 
 _CHANGE_POLL: Final = 0.02
 """Seconds between two looks at the file for other processes' commits."""
@@ -149,7 +165,8 @@ _LIVE: Final = "lease_token IS NOT NULL AND lease_expires_at > ?"
 _FREE: Final = "(lease_token IS NULL OR lease_expires_at <= ?)"
 _ITEM_COLUMNS: Final = (
     "seq, event_id, event, priority, partition_key, enqueued_at, available_at, attempt,"
-    " retry_started_at, defects, last_error, lease_token, lease_expires_at"
+    " retry_started_at, defects, last_error, lease_token, lease_expires_at, lease_abandoned,"
+    " cancel_requested"
 )
 _IS_KEY_HEAD: Final = (
     "(i.partition_key IS NULL OR NOT EXISTS (SELECT 1 FROM items AS e"
@@ -238,10 +255,12 @@ def _unreadable(problems: list[str]) -> str | None:
     return "; ".join(problems) if problems else None
 
 
-def _live_lease(token: str | None, expires: int | None, now_us: int) -> Lease | None:
+def _live_lease(
+    token: str | None, expires: int | None, now_us: int, abandoned: int = 0
+) -> Lease | None:
     if token is None or expires is None or expires <= now_us:
         return None
-    return Lease(token=token, expires_at=_when(expires))
+    return Lease(token=token, expires_at=_when(expires), abandoned=bool(abandoned))
 
 
 _RecordRow = tuple[
@@ -260,13 +279,14 @@ _RecordRow = tuple[
     int,
     str | None,
     int | None,
+    int,
 ]
-_RECORD_AND_LEASE: Final = f"{_RECORD_COLUMNS}, lease_token, lease_expires_at"
+_RECORD_AND_LEASE: Final = f"{_RECORD_COLUMNS}, lease_token, lease_expires_at, lease_abandoned"
 
 
 def _record_of(row: _RecordRow, now_us: int) -> InstanceRecord:
     kind, job, id, status, state, meta, alarm, attempt, retry_started, defects = row[:10]
-    last_error, created, updated, token, expires = row[10:]
+    last_error, created, updated, token, expires, abandoned = row[10:]
     problems: list[str] = []
     return InstanceRecord(
         key=_key_of(kind, job, id),
@@ -280,7 +300,7 @@ def _record_of(row: _RecordRow, now_us: int) -> InstanceRecord:
         last_error=None if last_error is None else str(last_error),
         created_at=_time_or_note(created, "created_at", problems) or _EPOCH,
         updated_at=_time_or_note(updated, "updated_at", problems) or _EPOCH,
-        lease=_live_lease(token, expires, now_us),
+        lease=_live_lease(token, expires, now_us, abandoned),
         unreadable=_unreadable(problems),
     )
 
@@ -315,12 +335,14 @@ _ItemRow = tuple[
     str | None,
     str | None,
     int | None,
+    int,
+    int,
 ]
 
 
 def _item_of(row: _ItemRow, what: str, now_us: int) -> QueueItem:
     seq, event_id, event, priority, partition_key, enqueued, available = row[:7]
-    attempt, retry_started, defects, last_error, token, expires = row[7:]
+    attempt, retry_started, defects, last_error, token, expires, abandoned, cancel = row[7:]
     del what
     problems: list[str] = []
     return QueueItem(
@@ -335,7 +357,8 @@ def _item_of(row: _ItemRow, what: str, now_us: int) -> QueueItem:
         retry_started_at=_time_or_note(retry_started, "retry_started_at", problems),
         defects=_int_or_note(defects, "defects", problems),
         last_error=None if last_error is None else str(last_error),
-        lease=_live_lease(token, expires, now_us),
+        lease=_live_lease(token, expires, now_us, abandoned),
+        cancel_requested=bool(cancel),
         unreadable=_unreadable(problems),
     )
 
@@ -415,12 +438,103 @@ def _pool_active(conn: sqlite3.Connection, pool: InstanceKey) -> bool:
     return row is not None and bool(row[0])
 
 
+def _count(conn: sqlite3.Connection, pool: InstanceKey, field: str, amount: int) -> None:
+    """Add `amount` to the integer `field` of the pool record's meta, in SQL."""
+    if not amount:
+        return
+    # added in SQL: concurrent writes of one pool never lose a count
+    conn.execute(
+        "UPDATE instances SET meta = json_set("
+        "CASE WHEN json_type(meta) = 'object' THEN meta ELSE '{}' END, ?,"
+        " CASE WHEN json_type(meta, ?) = 'integer' THEN json_extract(meta, ?) ELSE 0 END + ?)"
+        f" WHERE {_KEY}",
+        (f"$.{field}", f"$.{field}", f"$.{field}", amount, *_key_params(pool)),
+    )
+
+
+def _bucket_sql(rate: PoolRate) -> str:
+    """`PoolRate.bucket` of `items i`, in SQL."""
+    if not rate.per_key:
+        return "'*'"
+    return "CASE WHEN i.partition_key IS NULL THEN '-' ELSE 'k:' || i.partition_key END"
+
+
 def _pool_running(conn: sqlite3.Connection, pool: InstanceKey, lease_now: int) -> int:
     """How many of the pool's events hold a live lease."""
     row = conn.execute(
         f"SELECT COUNT(*) FROM items WHERE {_KEY} AND {_LIVE}", (*_key_params(pool), lease_now)
     ).fetchone()
     return 0 if row is None else int(row[0])
+
+
+def _drop_cancelled(conn: sqlite3.Connection, pool: InstanceKey, lease_now: int) -> None:
+    """Remove the events asked to stop whose worker is gone (their lease expired)."""
+    gone = conn.execute(
+        f"DELETE FROM items WHERE {_KEY} AND cancel_requested = 1 AND {_FREE}",
+        (*_key_params(pool), lease_now),
+    ).rowcount
+    _count(conn, pool, "cancelled", gone)
+
+
+def _budgets(
+    conn: sqlite3.Connection, pool: InstanceKey, rate: PoolRate, now_us: int
+) -> dict[str, int]:
+    """How many more starts each budget of the pool allows at `now_us` (others: all)."""
+    params = _key_params(pool)
+    forget = _micros(rate.forget_before(_when(now_us)))
+    conn.execute(f"DELETE FROM rate_starts WHERE {_KEY} AND started_at <= ?", (*params, forget))
+    rows = conn.execute(
+        f"SELECT bucket, COUNT(*) FROM rate_starts WHERE {_KEY} AND started_at > ? GROUP BY bucket",
+        (*params, now_us - _lease_micros(rate.period)),
+    ).fetchall()
+    return {str(bucket): rate.limit - int(used) for bucket, used in rows}
+
+
+def _ready_rows(
+    conn: sqlite3.Connection,
+    pool: InstanceKey,
+    rate: PoolRate | None,
+    free: int,
+    now_us: int,
+    lease_now: int,
+) -> list[_ItemRow]:
+    """The rows of the pool's events a claim takes now: at most `free`, in claim order."""
+    params = _key_params(pool)
+    ready = (
+        f"SELECT {_ITEM_COLUMNS} FROM items AS i WHERE {_KEY} AND {_FREE}"
+        " AND cancel_requested = 0"
+        f" AND (available_at IS NULL OR available_at <= ?) AND {_IS_KEY_HEAD}"
+        " ORDER BY priority DESC, seq"
+    )
+    budgets: dict[str, int] = {}
+    if rate is not None:
+        budgets = _budgets(conn, pool, rate, now_us)
+        if not rate.per_key:
+            free = min(free, budgets.get("*", rate.limit))
+    if free <= 0:
+        return []
+    if rate is None or not rate.per_key:
+        rows: list[_ItemRow] = conn.execute(
+            f"{ready} LIMIT ?", (*params, lease_now, now_us, free)
+        ).fetchall()
+        return rows
+    # one budget per key: skip the events whose budget is spent, read lazily, and update
+    # nothing until the reading is over
+    taken: list[_ItemRow] = []
+    cursor = conn.execute(ready, (*params, lease_now, now_us))
+    try:
+        for row in cursor:
+            bucket = rate.bucket(row[4])
+            left = budgets.get(bucket, rate.limit)
+            if left <= 0:
+                continue
+            budgets[bucket] = left - 1
+            taken.append(row)
+            if len(taken) >= free:
+                break
+    finally:
+        cursor.close()
+    return taken
 
 
 JOURNAL_SIZE_LIMIT: Final = 64 * 1024 * 1024
@@ -687,7 +801,10 @@ def _v2_letter(row: v1.LetterRow) -> DeadLetter:
 _MIGRATIONS: Final[tuple[_Migration, ...]] = (
     (1, _MIGRATION_1, None),
     (2, _MIGRATION_2, _upgrade_v1_rows),
+    (SCHEDULING_MIGRATION, _MIGRATION_SCHEDULING, None),
 )
+SCHEMA_VERSION: Final = _MIGRATIONS[-1][0]
+"""The schema version this library reads and writes."""
 
 
 def _apply_migrations(conn: sqlite3.Connection, current: int) -> None:
@@ -881,7 +998,8 @@ class _Writer:
                 record = _record_of(row, lease_now)
                 token = uuid.uuid4().hex
                 conn.execute(
-                    f"UPDATE instances SET lease_token = ?, lease_expires_at = ? WHERE {_KEY}",
+                    "UPDATE instances SET lease_token = ?, lease_expires_at = ?,"
+                    f" lease_abandoned = 0 WHERE {_KEY}",
                     (token, expires, *_key_params(record.key)),
                 )
                 grant = Lease(token=token, expires_at=_when(expires))
@@ -891,7 +1009,12 @@ class _Writer:
         return claims
 
     def claim_items(
-        self, pools: Mapping[InstanceKey, int], now_us: int, limit: int, lease_us: int
+        self,
+        pools: Mapping[InstanceKey, int],
+        now_us: int,
+        limit: int,
+        lease_us: int,
+        rates: Mapping[InstanceKey, PoolRate],
     ) -> list[ItemClaim]:
         with _transaction(self.conn) as conn:
             self._require_schema(conn)
@@ -901,25 +1024,26 @@ class _Writer:
             for pool, concurrency in pools.items():
                 if len(claims) >= limit or not _pool_active(conn, pool):
                     continue
+                _drop_cancelled(conn, pool, lease_now)
                 running = _pool_running(conn, pool, lease_now)
                 free = min(concurrency - running, limit - len(claims))
                 if free <= 0:
                     continue
-                params = _key_params(pool)
-                rows = conn.execute(
-                    f"SELECT {_ITEM_COLUMNS} FROM items AS i WHERE {_KEY} AND {_FREE}"
-                    f" AND (available_at IS NULL OR available_at <= ?) AND {_IS_KEY_HEAD}"
-                    " ORDER BY priority DESC, seq LIMIT ?",
-                    (*params, lease_now, now_us, free),
-                ).fetchall()
-                for row in rows:
+                rate = rates.get(pool)
+                for row in _ready_rows(conn, pool, rate, free, now_us, lease_now):
                     token = uuid.uuid4().hex
                     conn.execute(
-                        "UPDATE items SET lease_token = ?, lease_expires_at = ? WHERE seq = ?",
+                        "UPDATE items SET lease_token = ?, lease_expires_at = ?,"
+                        " lease_abandoned = 0 WHERE seq = ?",
                         (token, expires, row[0]),
                     )
                     grant = Lease(token=token, expires_at=_when(expires))
                     item = _item_of(row, f"the queue of {pool}", lease_now)
+                    if rate is not None:
+                        conn.execute(
+                            "INSERT INTO rate_starts VALUES (?, ?, ?, ?, ?)",
+                            (*_key_params(pool), rate.bucket(item.partition_key), now_us),
+                        )
                     claims.append(
                         ItemClaim(pool=pool, token=token, item=attrs.evolve(item, lease=grant))
                     )
@@ -980,16 +1104,20 @@ class _Writer:
         params = (*_key_params(pool), finish.event_id)
         with _transaction(self.conn) as conn:
             row = conn.execute(
-                f"SELECT lease_token, lease_expires_at FROM items WHERE {_KEY} AND event_id = ?",
+                "SELECT lease_token, lease_expires_at, cancel_requested FROM items"
+                f" WHERE {_KEY} AND event_id = ?",
                 params,
             ).fetchone()
             lease = None if row is None else _live_lease(row[0], row[1], _lease_now())
-            if lease is None or lease.token != finish.token:
+            if row is None or lease is None or lease.token != finish.token:
                 msg = f"the lease of event {finish.event_id!r} of {pool} was lost; nothing written"
                 raise LeaseLostError(msg)
             retry = finish.retry
-            if retry is None:
+            # an event asked to stop is never kept for a retry
+            cancelled = finish.cancelled or (retry is not None and bool(row[2]))
+            if retry is None or cancelled:
                 conn.execute(f"DELETE FROM items WHERE {_KEY} AND event_id = ?", params)
+                _count(conn, pool, "cancelled", int(cancelled))
             else:
                 conn.execute(
                     "UPDATE items SET available_at = ?, attempt = ?, retry_started_at = ?,"
@@ -1005,17 +1133,7 @@ class _Writer:
                     ),
                 )
             conn.executemany(_INSERT_LETTER, [_letter_params(d) for d in finish.letters])
-            if finish.processed:
-                # added in SQL: concurrent finishes of one pool never lose a count
-                conn.execute(
-                    "UPDATE instances SET meta = json_set("
-                    "CASE WHEN json_type(meta) = 'object' THEN meta ELSE '{}' END,"
-                    " '$.processed',"
-                    " CASE WHEN json_type(meta, '$.processed') = 'integer'"
-                    " THEN json_extract(meta, '$.processed') ELSE 0 END + ?)"
-                    f" WHERE {_KEY}",
-                    (finish.processed, *_key_params(pool)),
-                )
+            _count(conn, pool, "processed", finish.processed)
 
     def cancel_item(self, pool: InstanceKey, event_id: str) -> CancelOutcome:
         params = (*_key_params(pool), event_id)
@@ -1027,9 +1145,23 @@ class _Writer:
             if row is None:
                 return "not_found"
             if _live_lease(row[0], row[1], _lease_now()) is not None:
+                conn.execute(
+                    f"UPDATE items SET cancel_requested = 1 WHERE {_KEY} AND event_id = ?", params
+                )
                 return "running"
             conn.execute(f"DELETE FROM items WHERE {_KEY} AND event_id = ?", params)
+            _count(conn, pool, "cancelled", 1)
             return "cancelled"
+
+    def abandon(self, tokens: Sequence[str]) -> None:
+        with _transaction(self.conn) as conn:
+            for table in ("instances", "items"):
+                conn.execute(
+                    f"UPDATE {table} SET lease_abandoned = 1"
+                    " WHERE lease_token IN (SELECT value FROM json_each(?))"
+                    " AND lease_expires_at > ?",
+                    (json.dumps(tokens), _lease_now()),
+                )
 
     # -- maintenance ---------------------------------------------------------------------
 
@@ -1115,18 +1247,43 @@ class _Reader:
         ).fetchone()
         return None if row is None else _item_of(row, f"the queue of {pool}", _lease_now())
 
-    def pool_counts(self, pool: InstanceKey) -> PoolCounts:
+    def pool_counts(self, pool: InstanceKey, now_us: int | None) -> PoolCounts:
         live = "(lease_token IS NOT NULL AND lease_expires_at > :now)"
+        retrying = "(attempt > 1 OR defects > 0)"
         row = self.conn.execute(
             f"SELECT COALESCE(SUM({live}), 0),"
-            f" COALESCE(SUM(NOT {live} AND (attempt > 1 OR defects > 0)), 0),"
+            f" COALESCE(SUM(NOT {live} AND {retrying}), 0),"
+            f" COALESCE(SUM(NOT {live} AND NOT {retrying} AND available_at > :engine_now), 0),"
+            f" COALESCE(SUM({live} AND lease_abandoned), 0),"
             " COUNT(*) FROM items WHERE kind = :kind AND job = :job AND id = :id",
-            {"now": _lease_now(), "kind": pool.kind.value, "job": pool.job, "id": pool.id},
+            {
+                "now": _lease_now(),
+                "engine_now": now_us,
+                "kind": pool.kind.value,
+                "job": pool.job,
+                "id": pool.id,
+            },
         ).fetchone()
-        running, retrying, total = (0, 0, 0) if row is None else row
-        return PoolCounts(queued=total - running - retrying, running=running, retrying=retrying)
+        running, retries, delayed, abandoned, total = (0, 0, 0, 0, 0) if row is None else row
+        return PoolCounts(
+            queued=total - running - retries - delayed,
+            running=running,
+            retrying=retries,
+            delayed=delayed,
+            abandoned=abandoned,
+        )
 
-    def next_alarm_at(self, pools: Mapping[InstanceKey, int]) -> int | None:
+    def cancel_requests(self, tokens: Sequence[str]) -> frozenset[str]:
+        rows = self.conn.execute(
+            "SELECT lease_token FROM items WHERE lease_token IN (SELECT value FROM json_each(?))"
+            " AND lease_expires_at > ? AND cancel_requested = 1",
+            (json.dumps(tokens), _lease_now()),
+        ).fetchall()
+        return frozenset(str(row[0]) for row in rows)
+
+    def next_alarm_at(
+        self, pools: Mapping[InstanceKey, int], rates: Mapping[InstanceKey, PoolRate]
+    ) -> int | None:
         with self._snapshot() as conn:
             lease_now = _lease_now()
             # leased rows are few (the runs in flight): the index walk skips them in order
@@ -1142,6 +1299,10 @@ class _Reader:
                     continue
                 if _pool_running(conn, pool, lease_now) >= concurrency:
                     continue
+                rate = rates.get(pool)
+                if rate is not None:
+                    times.extend(_rated_ready_at(conn, pool, rate, lease_now))
+                    continue
                 first = conn.execute(
                     "SELECT MIN(COALESCE(available_at, enqueued_at)) FROM items AS i"
                     f" WHERE {_KEY} AND {_FREE} AND {_IS_KEY_HEAD}",
@@ -1150,6 +1311,35 @@ class _Reader:
                 if first is not None and first[0] is not None:
                     times.append(int(first[0]))
         return min(times, default=None)
+
+
+def _rated_ready_at(
+    conn: sqlite3.Connection, pool: InstanceKey, rate: PoolRate, lease_now: int
+) -> list[int]:
+    """When each budget of a rate-limited pool can start its first waiting event."""
+    params = _key_params(pool)
+    # an event asked to stop (its worker gone) is due for removal, whatever the budget
+    rows = conn.execute(
+        f"SELECT CASE WHEN cancel_requested = 1 THEN NULL ELSE {_bucket_sql(rate)} END,"
+        " MIN(COALESCE(available_at, enqueued_at)) FROM items AS i"
+        f" WHERE {_KEY} AND {_FREE} AND {_IS_KEY_HEAD} GROUP BY 1",
+        (*params, lease_now),
+    ).fetchall()
+    # the `limit`-th latest start of a budget holds it until it is `period` old
+    full = dict(
+        conn.execute(
+            "SELECT bucket, started_at FROM (SELECT bucket, started_at, ROW_NUMBER() OVER"
+            " (PARTITION BY bucket ORDER BY started_at DESC) AS nth FROM rate_starts"
+            f" WHERE {_KEY}) WHERE nth = ?",
+            (*params, rate.limit),
+        ).fetchall()
+    )
+    period = _lease_micros(rate.period)
+    times: list[int] = []
+    for bucket, ready in rows:
+        reopens = full.get(bucket)
+        times.append(int(ready) if reopens is None else max(int(ready), int(reopens) + period))
+    return times
 
 
 class SqliteStorage:
@@ -1221,14 +1411,22 @@ class SqliteStorage:
         return await self._conn.write(lambda db: db.claim_due(now_us, limit, lease_us))
 
     async def claim_items(
-        self, pools: Mapping[InstanceKey, int], now: datetime, *, limit: int, lease: timedelta
+        self,
+        pools: Mapping[InstanceKey, int],
+        now: datetime,
+        *,
+        limit: int,
+        lease: timedelta,
+        rates: Mapping[InstanceKey, PoolRate] | None = None,
     ) -> Sequence[ItemClaim]:
         """Lease up to `limit` ready pool events (see `Storage.claim_items`)."""
         if limit <= 0 or not pools:
             return []
         now_us, lease_us = _micros(now), _lease_micros(lease)
-        wanted = dict(pools)
-        return await self._conn.write(lambda db: db.claim_items(wanted, now_us, limit, lease_us))
+        wanted, limits = dict(pools), dict(rates or {})
+        return await self._conn.write(
+            lambda db: db.claim_items(wanted, now_us, limit, lease_us, limits)
+        )
 
     async def renew(self, tokens: Collection[str], lease: timedelta) -> frozenset[str]:
         """Extend the live leases of `tokens` by `lease` from now; returns those renewed."""
@@ -1243,10 +1441,14 @@ class SqliteStorage:
         if wanted:
             await self._conn.write(lambda db: db.release(wanted))
 
-    async def next_alarm_at(self, pools: Mapping[InstanceKey, int]) -> datetime | None:
+    async def next_alarm_at(
+        self,
+        pools: Mapping[InstanceKey, int],
+        rates: Mapping[InstanceKey, PoolRate] | None = None,
+    ) -> datetime | None:
         """When `claim_due` or `claim_items` can next return something (leased work aside)."""
-        wanted = dict(pools)
-        return _when_or_none(await self._conn.read(lambda db: db.next_alarm_at(wanted)))
+        wanted, limits = dict(pools), dict(rates or {})
+        return _when_or_none(await self._conn.read(lambda db: db.next_alarm_at(wanted, limits)))
 
     async def push_items(
         self, pool: InstanceKey, items: Sequence[QueueItem], *, now: datetime
@@ -1266,12 +1468,26 @@ class SqliteStorage:
         return await self._conn.read(lambda db: db.read_item(pool, event_id))
 
     async def cancel_item(self, pool: InstanceKey, event_id: str) -> CancelOutcome:
-        """Remove a pool event that is not running."""
+        """Remove a pool event that is not running; ask a running one to stop."""
         return await self._conn.write(lambda db: db.cancel_item(pool, event_id))
 
-    async def pool_counts(self, pool: InstanceKey) -> PoolCounts:
-        """How many of the pool's events are queued, running and waiting for a retry."""
-        return await self._conn.read(lambda db: db.pool_counts(pool))
+    async def cancel_requests(self, tokens: Collection[str]) -> frozenset[str]:
+        """Of `tokens`, those whose running pool event was asked to stop."""
+        wanted = list(tokens)
+        if not wanted:
+            return frozenset()
+        return await self._conn.read(lambda db: db.cancel_requests(wanted))
+
+    async def abandon(self, tokens: Collection[str]) -> None:
+        """Mark the live leases of `tokens` abandoned (kept until their thread returns)."""
+        wanted = list(tokens)
+        if wanted:
+            await self._conn.write(lambda db: db.abandon(wanted))
+
+    async def pool_counts(self, pool: InstanceKey, now: datetime | None = None) -> PoolCounts:
+        """How many of the pool's events are queued, delayed, running and retrying."""
+        now_us = None if now is None else _micros(now)
+        return await self._conn.read(lambda db: db.pool_counts(pool, now_us))
 
     async def list_instances(self, job: str | None = None) -> Sequence[InstanceRecord]:
         """Every record, optionally of one job, in key order."""

@@ -229,6 +229,7 @@ def _upgrade_debounce(row: InstanceRow, new_batch_id: Callable[[], str]) -> Inst
         "event_count": event_count,
         "started_at": started_at,
         "flush_requested_at": None,
+        "last_event_at": None,
     }
     return attrs.evolve(row, meta={"open": open_batch, "queued": [], "flushing": None})
 
