@@ -10,6 +10,7 @@ the end every accepted event has run exactly once.
 
 import asyncio
 import contextlib
+import inspect
 import itertools
 import threading
 import time
@@ -21,7 +22,9 @@ from typing import Never
 import pytest
 
 from durable_jobs import (
+    ContinuousClient,
     Debounce,
+    DebounceClient,
     DebounceExecuteContext,
     Engine,
     MemoryStorage,
@@ -29,7 +32,13 @@ from durable_jobs import (
     SqliteStorage,
     Storage,
     SyncClient,
+    SyncContinuousClient,
+    SyncDebounceClient,
+    SyncTaskClient,
+    SyncWorkerPoolClient,
+    TaskClient,
     WorkerPool,
+    WorkerPoolClient,
     WorkerPoolContext,
 )
 from durable_jobs.postgres import PostgresStorage
@@ -188,3 +197,32 @@ async def test_a_sync_client_works_without_an_engine(tmp_path: Path) -> None:
             )
     finally:
         await storage.close()
+
+
+@pytest.mark.parametrize(
+    ("async_class", "sync_class"),
+    [
+        (ContinuousClient, SyncContinuousClient),
+        (DebounceClient, SyncDebounceClient),
+        (TaskClient, SyncTaskClient),
+        (WorkerPoolClient, SyncWorkerPoolClient),
+    ],
+)
+def test_sync_clients_take_what_the_async_clients_take(
+    async_class: type[object], sync_class: type[object]
+) -> None:
+    # the sync client is a hand-written mirror: a parameter added to an async method must
+    # reach it too (`wait` and `wait_flushed` add a `timeout` of their own)
+    for name, method in inspect.getmembers(async_class, inspect.isfunction):
+        if name.startswith("_"):
+            continue
+        mirrored = getattr(sync_class, name, None)
+        assert mirrored is not None, f"{sync_class.__name__} lacks {name}"
+        wanted = list(inspect.signature(method).parameters.values())
+        got = list(inspect.signature(mirrored).parameters.values())
+        if name in {"wait", "wait_flushed"}:
+            assert got[-1].name == "timeout"
+            got = got[:-1]
+        assert [(p.name, p.kind, p.default) for p in got] == [
+            (p.name, p.kind, p.default) for p in wanted
+        ], f"{sync_class.__name__}.{name}"

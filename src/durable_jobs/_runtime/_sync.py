@@ -18,9 +18,11 @@ from .._clock import Clock
 from .._duration import DurationInput, to_timedelta
 from .._observe import Observer
 from .._portal import Portal, default_portal
+from .._serde import Extra
 from .._storage._interface import Storage
 from .._types import JsonValue
 from ._client import Client, ContinuousClient, DebounceClient, TaskClient, WorkerPoolClient
+from ._common import NotBefore
 from ._results import (
     AddResult,
     CancelResult,
@@ -135,9 +137,9 @@ class SyncContinuousClient(Generic[S]):
         self._async = client
         self._portal = portal
 
-    def start(self, id: str, input: S) -> StartResult:
+    def start(self, id: str, input: S, not_before: NotBefore | None = None) -> StartResult:
         """See `ContinuousClient.start`."""
-        return self._portal.run(lambda: self._async.start(id, input))
+        return self._portal.run(lambda: self._async.start(id, input, not_before))
 
     def trigger(self, id: str) -> TriggerResult:
         """See `ContinuousClient.trigger`."""
@@ -176,10 +178,15 @@ class SyncDebounceClient(Generic[I, S]):
         return self._portal.run(lambda: self._async.add(id, event, event_id))
 
     def add_json(
-        self, id: str, payload: str | bytes | JsonValue, event_id: str | None = None
+        self,
+        id: str,
+        payload: str | bytes | JsonValue,
+        event_id: str | None = None,
+        *,
+        extra: Extra = "forbid",
     ) -> AddResult:
         """See `DebounceClient.add_json`."""
-        return self._portal.run(lambda: self._async.add_json(id, payload, event_id))
+        return self._portal.run(lambda: self._async.add_json(id, payload, event_id, extra=extra))
 
     def flush(self, id: str) -> FlushResult:
         """See `DebounceClient.flush`."""
@@ -227,10 +234,15 @@ class SyncTaskClient(Generic[I, S]):
         return self._portal.run(lambda: self._async.send(id, event, event_id))
 
     def send_json(
-        self, id: str, payload: str | bytes | JsonValue, event_id: str | None = None
+        self,
+        id: str,
+        payload: str | bytes | JsonValue,
+        event_id: str | None = None,
+        *,
+        extra: Extra = "forbid",
     ) -> SendResult:
         """See `TaskClient.send_json`."""
-        return self._portal.run(lambda: self._async.send_json(id, payload, event_id))
+        return self._portal.run(lambda: self._async.send_json(id, payload, event_id, extra=extra))
 
     def trigger(self, id: str) -> TriggerResult:
         """See `TaskClient.trigger`."""
@@ -269,17 +281,24 @@ class SyncWorkerPoolClient(Generic[I]):
         partition_key: str | None = None,
         priority: int = 0,
         event_id: str | None = None,
+        not_before: NotBefore | None = None,
     ) -> EnqueueResult:
         """See `WorkerPoolClient.enqueue`."""
         return self._portal.run(
-            lambda: self._async.enqueue(event, partition_key, priority, event_id)
+            lambda: self._async.enqueue(event, partition_key, priority, event_id, not_before)
         )
 
     def enqueue_many(
-        self, events: Sequence[I], partition_key: str | None = None, priority: int = 0
+        self,
+        events: Sequence[I],
+        partition_key: str | None = None,
+        priority: int = 0,
+        not_before: NotBefore | None = None,
     ) -> tuple[EnqueueResult, ...]:
         """See `WorkerPoolClient.enqueue_many`."""
-        return self._portal.run(lambda: self._async.enqueue_many(events, partition_key, priority))
+        return self._portal.run(
+            lambda: self._async.enqueue_many(events, partition_key, priority, not_before)
+        )
 
     def enqueue_json(
         self,
@@ -287,10 +306,15 @@ class SyncWorkerPoolClient(Generic[I]):
         partition_key: str | None = None,
         priority: int = 0,
         event_id: str | None = None,
+        not_before: NotBefore | None = None,
+        *,
+        extra: Extra = "forbid",
     ) -> EnqueueResult:
         """See `WorkerPoolClient.enqueue_json`."""
         return self._portal.run(
-            lambda: self._async.enqueue_json(payload, partition_key, priority, event_id)
+            lambda: self._async.enqueue_json(
+                payload, partition_key, priority, event_id, not_before, extra=extra
+            )
         )
 
     def cancel(self, event_id: str) -> CancelResult:
