@@ -111,6 +111,8 @@ def test_status_shows_backlog_and_lag_per_job_as_a_table_or_json(
         await engine.client.debounce(FEED).add("a", "x")
         await engine.client.debounce(FEED).add("b", "y")
         await engine.client.worker_pool(UPLOADS).enqueue_many(["1.png", "2.png", "3.png"])
+        # delayed past the host's clock too: waiting for its time is not backlog
+        await engine.client.worker_pool(UPLOADS).enqueue("4.png", not_before="10000 days")
         await storage.close()
 
     asyncio.run(go())
@@ -130,7 +132,13 @@ def test_status_shows_backlog_and_lag_per_job_as_a_table_or_json(
     assert jobs["feed"]["backlog"] == 2
     assert jobs["feed"]["lag_seconds"] > 0
     assert jobs["feed"]["oldest_due_at"] == "2026-01-01T00:00:01+00:00"
-    assert jobs["uploads"]["pool"] == {"queued": 3, "running": 0, "retrying": 0}
+    assert jobs["uploads"]["pool"] == {
+        "queued": 3,
+        "delayed": 1,
+        "running": 0,
+        "retrying": 0,
+        "abandoned": 0,
+    }
     assert jobs["uploads"]["lag_seconds"] is None
 
 

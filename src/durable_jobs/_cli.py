@@ -332,7 +332,10 @@ class _JobRow:
     failed: int = 0
     paused: int = 0
     backlog: int = 0
-    """Work due now that no worker has started: due instances, or a pool's queued events."""
+    """
+    Work due now that no worker has started: due instances, or a pool's queued events
+    (not the delayed ones, which wait for their `not_before`).
+    """
     oldest_due: datetime | None = None
     next_alarm: datetime | None = None
     pool: PoolCounts | None = None
@@ -397,8 +400,10 @@ class _JobRow:
             if self.pool is None
             else {
                 "queued": self.pool.queued,
+                "delayed": self.pool.delayed,
                 "running": self.pool.running,
                 "retrying": self.pool.retrying,
+                "abandoned": self.pool.abandoned,
             },
         }
 
