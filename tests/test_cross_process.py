@@ -286,7 +286,6 @@ async def test_killed_backends_for_less_than_the_lease_do_not_give_the_run_away(
     Before, the run's row lock went with its connection and another worker ran the
     instance again while the first run was still going.
     """
-    setup = pg_setup
     setup.start_worker(lease="2 seconds", hold=1.5, name="victim")
     setup.start_worker(lease="2 seconds", hold=1.5, name="bystander")
     stamp = setup.client().continuous(xproc_app.STAMP)
@@ -318,7 +317,6 @@ async def test_killed_backends_for_longer_than_the_lease_refuse_the_stale_finish
     runs the instance, and the cut-off run's result (a sync run cannot be stopped) is
     discarded and reported, never applied.
     """
-    setup = pg_setup
     victim = setup.start_worker(lease="1 second", hold=4, name="victim")
     stamp = setup.client().continuous(xproc_app.STAMP)
     await stamp.start("s", 0)
@@ -349,15 +347,15 @@ def _most_in_a_period(times: list[float], period: float) -> int:
     )
 
 
-async def test_a_rate_limit_holds_across_three_workers(pg_setup: Setup) -> None:
+async def test_a_rate_limit_holds_across_three_workers(setup: Setup) -> None:
     """
     `RateLimit(limit=3, period="1 second")` on a pool with `concurrency=10`, served by three
-    worker processes: in any period at most 3 events start, counted on the claims (the
-    engine times the storage's budget uses, recorded by every worker) and every event runs.
+    worker processes (on SQLite, then on PostgreSQL): in any period at most 3 events start,
+    counted on the claims (the engine times the storage's budget uses, recorded by every
+    worker) and every event runs.
     An execution starts a moment after its claim (the worker's own scheduling), so execute
     start times, printed beside, can bunch more closely than the claims.
     """
-    setup = pg_setup
     for n in range(3):
         setup.start_worker(lease="30 seconds", hold=0, name=f"worker-{n}")
     pool = setup.client().worker_pool(xproc_app.RATED)

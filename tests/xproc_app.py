@@ -198,6 +198,14 @@ RATED = WorkerPool(
 JOBS = (SLOW, BLOCKING, WAITING, STAMP, SLEEPY, RATED)
 
 
+def _record_claims(claims: Sequence[ItemClaim], now: datetime) -> None:
+    """Write each claim of a pool event to the sink with its engine time."""
+    if claims:
+        rows = [(c.pool.job, c.item.event_id, os.getpid(), now.timestamp()) for c in claims]
+        with _sink() as db:
+            db.executemany("INSERT INTO claims VALUES (?, ?, ?, ?)", rows)
+
+
 class RecordingPostgres(PostgresStorage):
     """PostgreSQL storage that records every claim of a pool event with its engine time."""
 
@@ -212,10 +220,25 @@ class RecordingPostgres(PostgresStorage):
     ) -> Sequence[ItemClaim]:
         """Claim (see `Storage.claim_items`), then write each claim to the sink."""
         claims = await super().claim_items(pools, now, limit=limit, lease=lease, rates=rates)
-        if claims:
-            rows = [(c.pool.job, c.item.event_id, os.getpid(), now.timestamp()) for c in claims]
-            with _sink() as db:
-                db.executemany("INSERT INTO claims VALUES (?, ?, ?, ?)", rows)
+        _record_claims(claims, now)
+        return claims
+
+
+class RecordingSqlite(SqliteStorage):
+    """SQLite storage that records every claim of a pool event with its engine time."""
+
+    async def claim_items(
+        self,
+        pools: Mapping[InstanceKey, int],
+        now: datetime,
+        *,
+        limit: int,
+        lease: timedelta,
+        rates: Mapping[InstanceKey, PoolRate] | None = None,
+    ) -> Sequence[ItemClaim]:
+        """Claim (see `Storage.claim_items`), then write each claim to the sink."""
+        claims = await super().claim_items(pools, now, limit=limit, lease=lease, rates=rates)
+        _record_claims(claims, now)
         return claims
 
 
@@ -223,7 +246,7 @@ def storage_from_env() -> Storage:
     """`XPROC_STORAGE`: `sqlite:<path>` or `postgres:<dsn>`."""
     kind, _, where = os.environ["XPROC_STORAGE"].partition(":")
     if kind == "sqlite":
-        return SqliteStorage(Path(where))
+        return RecordingSqlite(Path(where))
     return RecordingPostgres(where, schema=os.environ["XPROC_SCHEMA"], pool_size=4)
 
 
