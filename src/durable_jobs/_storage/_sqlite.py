@@ -566,7 +566,7 @@ def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
             # only possible before the first table: freed pages can then be given back to
             # the file system (`incremental_vacuum`, after old event ids are forgotten)
             conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
-        conn.execute("PRAGMA journal_mode=WAL")
+        _use_wal(conn, busy_timeout)
         conn.execute("PRAGMA synchronous=NORMAL")
         # a checkpoint truncates the WAL back to this size: it does not stay at its peak
         conn.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
@@ -574,6 +574,26 @@ def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _use_wal(conn: sqlite3.Connection, busy_timeout: float) -> None:
+    """
+    Put the file in WAL mode (a persistent setting: usually already done).
+
+    Two processes opening a new file at once can both try to switch it, and the switch can
+    fail with "database is locked" without waiting for the busy timeout: it is retried
+    until that timeout (on a file already in WAL mode it succeeds at once).
+    """
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+        else:
+            return
 
 
 _DATA_ERRORS: Final = (sqlite3.DataError, OverflowError, UnicodeEncodeError)
