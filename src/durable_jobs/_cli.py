@@ -307,16 +307,34 @@ def _status(args: argparse.Namespace) -> int:
 
     async def run(storage: Storage, clock: Clock) -> int:
         await show(storage, clock)
-        while watch is not None:
-            await asyncio.sleep(watch)
-            await show(storage, clock)
+        if watch is None:
+            return EXIT_OK
+        # Ctrl-C (or SIGTERM) ends watching between snapshots: a flag the loop looks at, not
+        # a cancellation landing inside a storage call
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        handled: list[signal.Signals] = []
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(signum, stop.set)
+                handled.append(signum)
+        try:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(watch):
+                        await stop.wait()
+                if not stop.is_set():
+                    await show(storage, clock)
+        finally:
+            for signum in handled:
+                loop.remove_signal_handler(signum)
         return EXIT_OK
 
     if watch is None:
         return _with_storage(args, run)
     try:
         return _with_storage(args, run)
-    except KeyboardInterrupt:  # how watching ends
+    except KeyboardInterrupt:  # where no signal handler can be set (Windows)
         return EXIT_OK
 
 
