@@ -286,6 +286,7 @@ async def test_killed_backends_for_less_than_the_lease_do_not_give_the_run_away(
     Before, the run's row lock went with its connection and another worker ran the
     instance again while the first run was still going.
     """
+    setup = pg_setup
     setup.start_worker(lease="2 seconds", hold=1.5, name="victim")
     setup.start_worker(lease="2 seconds", hold=1.5, name="bystander")
     stamp = setup.client().continuous(xproc_app.STAMP)
@@ -317,6 +318,7 @@ async def test_killed_backends_for_longer_than_the_lease_refuse_the_stale_finish
     runs the instance, and the cut-off run's result (a sync run cannot be stopped) is
     discarded and reported, never applied.
     """
+    setup = pg_setup
     victim = setup.start_worker(lease="1 second", hold=4, name="victim")
     stamp = setup.client().continuous(xproc_app.STAMP)
     await stamp.start("s", 0)
