@@ -198,48 +198,36 @@ RATED = WorkerPool(
 JOBS = (SLOW, BLOCKING, WAITING, STAMP, SLEEPY, RATED)
 
 
-def _record_claims(claims: Sequence[ItemClaim], now: datetime) -> None:
-    """Write each claim of a pool event to the sink with its engine time."""
-    if claims:
-        rows = [(c.pool.job, c.item.event_id, os.getpid(), now.timestamp()) for c in claims]
-        with _sink() as db:
-            db.executemany("INSERT INTO claims VALUES (?, ?, ?, ?)", rows)
+class _RecordsClaims:
+    """Mixed into a storage: records every claim of a pool event with its engine time."""
+
+    async def claim_items(
+        self,
+        pools: Mapping[InstanceKey, int],
+        now: datetime,
+        *,
+        limit: int,
+        lease: timedelta,
+        rates: Mapping[InstanceKey, PoolRate] | None = None,
+    ) -> Sequence[ItemClaim]:
+        """Claim (see `Storage.claim_items`), then write each claim to the sink."""
+        # the storage class it is mixed into comes next in the method resolution order
+        claims: Sequence[ItemClaim] = await super().claim_items(
+            pools, now, limit=limit, lease=lease, rates=rates
+        )
+        if claims:
+            rows = [(c.pool.job, c.item.event_id, os.getpid(), now.timestamp()) for c in claims]
+            with _sink() as db:
+                db.executemany("INSERT INTO claims VALUES (?, ?, ?, ?)", rows)
+        return claims
 
 
-class RecordingPostgres(PostgresStorage):
+class RecordingPostgres(_RecordsClaims, PostgresStorage):
     """PostgreSQL storage that records every claim of a pool event with its engine time."""
 
-    async def claim_items(
-        self,
-        pools: Mapping[InstanceKey, int],
-        now: datetime,
-        *,
-        limit: int,
-        lease: timedelta,
-        rates: Mapping[InstanceKey, PoolRate] | None = None,
-    ) -> Sequence[ItemClaim]:
-        """Claim (see `Storage.claim_items`), then write each claim to the sink."""
-        claims = await super().claim_items(pools, now, limit=limit, lease=lease, rates=rates)
-        _record_claims(claims, now)
-        return claims
 
-
-class RecordingSqlite(SqliteStorage):
+class RecordingSqlite(_RecordsClaims, SqliteStorage):
     """SQLite storage that records every claim of a pool event with its engine time."""
-
-    async def claim_items(
-        self,
-        pools: Mapping[InstanceKey, int],
-        now: datetime,
-        *,
-        limit: int,
-        lease: timedelta,
-        rates: Mapping[InstanceKey, PoolRate] | None = None,
-    ) -> Sequence[ItemClaim]:
-        """Claim (see `Storage.claim_items`), then write each claim to the sink."""
-        claims = await super().claim_items(pools, now, limit=limit, lease=lease, rates=rates)
-        _record_claims(claims, now)
-        return claims
 
 
 def storage_from_env() -> Storage:
