@@ -588,8 +588,10 @@ def _use_wal(conn: sqlite3.Connection, busy_timeout: float) -> None:
     while True:
         try:
             conn.execute("PRAGMA journal_mode=WAL")
-        except sqlite3.OperationalError:
-            if time.monotonic() >= deadline:
+        except sqlite3.OperationalError as exc:
+            # only "busy"/"locked" goes away by waiting; any other failure is reported now
+            waiting = (exc.sqlite_errorcode & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+            if not waiting or time.monotonic() >= deadline:
                 raise
             time.sleep(0.01)
         else:
